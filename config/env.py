@@ -1,0 +1,141 @@
+"""Every environment variable the service reads, in one place, with its default.
+
+Settings import from here; nothing else in the code base reads os.environ. A bad value stops
+the process with one line naming the variable and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(SystemExit):
+    """A wrong environment variable: exits with one clear line instead of a traceback."""
+
+    def __init__(self, message: str):
+        super().__init__(f"configuration error: {message}")
+
+
+def _str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def _int(name: str, default: int, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Env:
+    """The documented variables (README, "Configuration")."""
+
+    data_dir: Path  # RLHF_DATA_DIR: SQLite database, embedded broker, model artifacts
+    artifacts_root: Path  # RLHF_ARTIFACTS_ROOT: model checkpoints (HF directories)
+    database_url: str  # DATABASE_URL: sqlite:///… (default) or postgres://…
+    broker_url: str  # CELERY_BROKER_URL: filesystem:// (default, embedded) or redis://…
+    result_backend: str  # CELERY_RESULT_BACKEND: empty = no results stored (jobs use the DB)
+    secret_key: str  # DJANGO_SECRET_KEY
+    debug: bool  # DJANGO_DEBUG
+    allowed_hosts: list[str]  # DJANGO_ALLOWED_HOSTS, comma separated
+    csrf_trusted_origins: list[str]  # DJANGO_CSRF_TRUSTED_ORIGINS, comma separated
+    lease_seconds: int  # RLHF_LEASE_SECONDS: how long an annotator holds a task
+    worker_stale_seconds: int  # RLHF_WORKER_STALE_SECONDS: a worker unseen this long is gone
+    default_model_name: str  # RLHF_DEFAULT_MODEL: name of the bundled base model version
+    log_level: str  # RLHF_LOG_LEVEL
+
+
+def _list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in _str(name, default).split(",") if item.strip()]
+
+
+def _check_url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in schemes:
+        raise ConfigError(
+            f"{name}={value!r} is not understood; it must start with one of "
+            + ", ".join(f"{s}://" for s in schemes)
+        )
+    return value
+
+
+def load() -> Env:
+    data_dir = Path(_str("RLHF_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+    artifacts_root = Path(_str("RLHF_ARTIFACTS_ROOT", str(data_dir / "artifacts"))).resolve()
+    database_url = _check_url(
+        "DATABASE_URL",
+        _str("DATABASE_URL", f"sqlite:///{data_dir / 'db.sqlite3'}"),
+        ("sqlite", "postgres", "postgresql", "pgsql"),
+    )
+    broker_url = _check_url(
+        "CELERY_BROKER_URL",
+        _str("CELERY_BROKER_URL", "filesystem://"),
+        ("filesystem", "redis", "rediss", "memory"),
+    )
+    result_backend = _str("CELERY_RESULT_BACKEND", "")
+    if result_backend:
+        _check_url("CELERY_RESULT_BACKEND", result_backend, ("redis", "rediss"))
+    debug = _bool("DJANGO_DEBUG", False)
+    secret_key = _str("DJANGO_SECRET_KEY", "")
+    if not secret_key:
+        # The embedded default keeps a generated key in the data folder so sessions survive
+        # restarts; production sets DJANGO_SECRET_KEY.
+        secret_key = _local_secret(data_dir)
+    return Env(
+        data_dir=data_dir,
+        artifacts_root=artifacts_root,
+        database_url=database_url,
+        broker_url=broker_url,
+        result_backend=result_backend,
+        secret_key=secret_key,
+        debug=debug,
+        allowed_hosts=_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver"),
+        csrf_trusted_origins=_list("DJANGO_CSRF_TRUSTED_ORIGINS", ""),
+        lease_seconds=_int("RLHF_LEASE_SECONDS", 600, minimum=5),
+        worker_stale_seconds=_int("RLHF_WORKER_STALE_SECONDS", 15, minimum=2),
+        default_model_name=_str("RLHF_DEFAULT_MODEL", "SmolLM2-135M-Instruct"),
+        log_level=_str("RLHF_LOG_LEVEL", "INFO").upper(),
+    )
+
+
+def _local_secret(data_dir: Path) -> str:
+    import secrets
+
+    path = data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+    except OSError as exc:
+        print(f"configuration error: cannot write {path}: {exc}", file=sys.stderr)
+        raise ConfigError(f"RLHF_DATA_DIR={data_dir} is not writable; set RLHF_DATA_DIR") from None

@@ -1,0 +1,1 @@
+"""Training jobs, the model registry, worker heartbeats and the serving side of the loop."""
