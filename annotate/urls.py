@@ -1,0 +1,3 @@
+"""URLs of annotate."""
+
+urlpatterns: list = []

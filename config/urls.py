@@ -1,0 +1,17 @@
+"""URL map: /api/… (annotate, worker), /v1/… (model API), /healthz, pages."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from worker.health import healthz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("django-admin/", admin.site.urls),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/", include("annotate.urls")),
+    path("api/", include("worker.urls")),
+    path("", include("frontend.urls")),
+]

@@ -1,0 +1,1 @@
+"""Pages, templates and static JS/CSS. Talks to the rest through the JSON API or services."""

@@ -1,0 +1,3 @@
+"""URLs of frontend."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""URLs of worker."""
+
+urlpatterns: list = []
