@@ -75,7 +75,10 @@ def import_model(source: str, out_dir: Path, *, expected_sha256: str | None = No
                                "a hub id like org/name)")
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(load_from, **load_kwargs)
+        # The tokenizer takes only the file name: a quantization config would be saved into
+        # tokenizer_config.json (and fails to serialise).
+        tok_kwargs = {k: v for k, v in load_kwargs.items() if k == "gguf_file"}
+        tokenizer = AutoTokenizer.from_pretrained(load_from, **tok_kwargs)
         model = AutoModelForCausalLM.from_pretrained(load_from, **load_kwargs)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,68 @@
+"""Tiny models and tokenizers built in the tests (no downloads), shared by the rlhf tests."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from rlhf.tokenization import train_bpe
+
+REPO = Path(__file__).resolve().parents[2]
+SMOL_CANDIDATES = (REPO / "data/artifacts/base/SmolLM2-135M-Instruct", Path("/tmp/smol/out"))
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "the", "dog", "ran", "to", "the", "park", "while", "birds", "sang", "in", "green", "trees", "good", "bad", "yes", "no", "apple", "banana", "answer", "question", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero", "plus", "minus", "equals", "hello", "world", "please", "thanks"]
+
+
+def smol_dir() -> Path | None:
+    """The converted SmolLM2-135M-Instruct directory, when this machine has it."""
+    return next((p for p in SMOL_CANDIDATES if (p / "tokenizer.json").is_file()), None)
+
+
+def corpus(n: int = 400, seed: int = 0) -> list[str]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        idx = torch.randint(len(WORDS), (int(torch.randint(3, 12, (1,), generator=g)),), generator=g)
+        out.append(" ".join(WORDS[i] for i in idx.tolist()))
+    return out + [str(i) for i in range(100)]
+
+
+@functools.lru_cache(maxsize=1)
+def _bpe():
+    return train_bpe(corpus(), vocab_size=400, min_frequency=1)
+
+
+def tiny_tokenizer():
+    """A fresh copy of a 400-token byte-level BPE with ChatML template and PAD != EOS."""
+    import copy
+
+    return copy.deepcopy(_bpe())
+
+
+def tiny_config(tokenizer, **overrides):
+    from transformers import LlamaConfig
+
+    kwargs = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                  bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
+    kwargs.update(overrides)
+    return LlamaConfig(**kwargs)
+
+
+def tiny_causal_lm(tokenizer, seed: int = 0, **overrides):
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_config(tokenizer, **overrides)).eval()
+
+
+def save_tiny_base(path: Path, seed: int = 0, tokenizer=None) -> Path:
+    """A tiny causal LM saved as a HF directory, usable as `base` for every stage."""
+    tokenizer = tokenizer or tiny_tokenizer()
+    model = tiny_causal_lm(tokenizer, seed=seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
