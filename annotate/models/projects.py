@@ -1,0 +1,94 @@
+"""Projects, their prompts and their rounds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from django.db import models
+from django.db.models import Q
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    guidelines = models.TextField(blank=True)
+    responses_per_task = models.PositiveSmallIntegerField(default=2)
+    rankings_per_task = models.PositiveSmallIntegerField(default=1, help_text="k independent rankings per task")
+    allow_ties = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(responses_per_task__gte=2, responses_per_task__lte=8),
+                                   name="project_responses_per_task_2_8"),
+            models.CheckConstraint(condition=Q(rankings_per_task__gte=1, rankings_per_task__lte=10),
+                                   name="project_rankings_per_task_1_10"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def prompt_content_hash(text: str, messages: list | None) -> str:
+    """What makes two prompts duplicates: the same text, or the same chat messages."""
+    payload = json.dumps(messages, sort_keys=True, ensure_ascii=False) if messages else text.strip()
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class Prompt(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField(blank=True, help_text="plain prompt; empty when messages are given")
+    messages = models.JSONField(null=True, blank=True, help_text="chat messages [{role, content}]")
+    source = models.CharField(max_length=200, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    reference = models.TextField(blank=True, help_text="reference answer for verifiable tasks")
+    # Lets the importer find duplicates with an index lookup instead of comparing texts.
+    content_hash = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "content_hash"], name="prompt_project_hash")]
+
+    def save(self, *args, **kwargs):
+        # A derived value, not a rule: filled here too so prompts made with objects.create()
+        # (the demo loader) are still found as duplicates by the importer.
+        if not self.content_hash:
+            self.content_hash = prompt_content_hash(self.text, self.messages)
+        super().save(*args, **kwargs)
+
+    def as_messages(self) -> list[dict]:
+        return list(self.messages) if self.messages else [{"role": "user", "content": self.text}]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class Round(models.Model):
+    """One turn of the loop: prompts chosen, candidates generated, tasks ranked, models trained."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        GENERATING = "generating"
+        ANNOTATING = "annotating"
+        CLOSED = "closed"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    # A plain id: annotate must not import worker, whose TrainingJob made the candidates.
+    generate_job_id = models.BigIntegerField(null=True, blank=True)
+    settings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_number_unique_per_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} round {self.number}"

@@ -1,0 +1,1 @@
+"""Reads of annotate, one module per purpose; import them from their modules."""

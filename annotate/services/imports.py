@@ -1,0 +1,186 @@
+"""Importing prompts (and optionally ready-made tasks) from JSONL, all or nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from config.errors import ApplicationError
+
+from ..models import Project, Prompt, Response, Round, prompt_content_hash
+from .tasks import MAX_RESPONSES, MIN_RESPONSES, sampling_normalize, tasks_bulk_insert
+
+ALLOWED_KEYS = {"prompt", "messages", "responses", "reference", "tags", "gold", "source"}
+ROLES = {"system", "user", "assistant"}
+MAX_REPORTED_ERRORS = 1000
+
+
+@dataclass
+class ImportResult:
+    lines: int = 0
+    prompts_created: int = 0
+    tasks_created: int = 0
+    # Lines whose prompt is already in the project or earlier in the file; they are skipped, so
+    # importing the same file twice adds nothing.
+    duplicates: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"lines": self.lines, "prompts_created": self.prompts_created,
+                "tasks_created": self.tasks_created, "duplicates": self.duplicates}
+
+
+@dataclass
+class _Row:
+    line: int
+    text: str
+    messages: list | None
+    tags: list
+    reference: str
+    source: str
+    responses: list[dict]
+    gold: int | None
+    content_hash: str = ""
+
+
+def _parse_messages(value) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise ValueError('"messages" must be a non-empty list of {"role", "content"} objects')
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or set(m) - {"role", "content"} or m.get("role") not in ROLES \
+                or not isinstance(m.get("content"), str):
+            raise ValueError(f'messages[{i}] must be {{"role": one of {sorted(ROLES)}, "content": str}}')
+    if value[-1]["role"] == "assistant":
+        raise ValueError("the last message must not be the assistant's: it is what the model answers")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _parse_response(value, i: int) -> dict:
+    if isinstance(value, str):
+        value = {"text": value}
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str) or not value["text"].strip():
+        raise ValueError(f"responses[{i}] must be a non-empty string or an object with a text")
+    extra = set(value) - {"text", "model_name", "sampling"}
+    if extra:
+        raise ValueError(f"responses[{i}] has unknown keys {sorted(extra)}")
+    try:
+        sampling = sampling_normalize(value.get("sampling"))
+    except ApplicationError as exc:
+        raise ValueError(f"responses[{i}]: {exc.message}") from None
+    return {"text": value["text"], "model_name": str(value.get("model_name") or ""), "sampling": sampling}
+
+
+def _parse_line(raw: str, number: int, default_source: str) -> _Row:
+    try:
+        obj = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError("each line must be a JSON object")
+    unknown = set(obj) - ALLOWED_KEYS
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; allowed: {sorted(ALLOWED_KEYS)}")
+    has_prompt, has_messages = "prompt" in obj, "messages" in obj
+    if has_prompt == has_messages:
+        raise ValueError('give exactly one of "prompt" (a string) or "messages" (a list)')
+    text, messages = "", None
+    if has_prompt:
+        if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
+            raise ValueError('"prompt" must be a non-empty string')
+        text = obj["prompt"]
+    else:
+        messages = _parse_messages(obj["messages"])
+    tags = obj.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError('"tags" must be a list of strings')
+    reference = obj.get("reference", "")
+    if not isinstance(reference, str):
+        raise ValueError('"reference" must be a string')
+    source = obj.get("source", default_source)
+    if not isinstance(source, str):
+        raise ValueError('"source" must be a string')
+    responses = obj.get("responses", [])
+    if not isinstance(responses, list) or (responses and not MIN_RESPONSES <= len(responses) <= MAX_RESPONSES):
+        raise ValueError(f'"responses" must be a list of {MIN_RESPONSES} to {MAX_RESPONSES} responses')
+    parsed = [_parse_response(r, i) for i, r in enumerate(responses)]
+    gold = obj.get("gold")
+    if gold is not None:
+        if not parsed:
+            raise ValueError('"gold" needs "responses"')
+        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(parsed):
+            raise ValueError(f'"gold" must be the index (0..{len(parsed) - 1}) of the best response')
+    row = _Row(number, text, messages, tags, reference, source[:200], parsed, gold)
+    row.content_hash = prompt_content_hash(text, messages)
+    return row
+
+
+def _decode(line: bytes | str) -> str:
+    if isinstance(line, bytes):
+        try:
+            return line.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"not UTF-8 ({exc.reason})") from None
+    return line.lstrip("\ufeff")
+
+
+def prompts_import(*, project: Project, lines: Iterable[bytes | str], source: str = "import",
+                   round: Round | None = None) -> ImportResult:
+    """Parse every line, then insert everything in one transaction, or nothing if any line is
+    bad: the error's details list each bad line's number and reason."""
+    if round is not None and round.project_id != project.pk:
+        raise ApplicationError(f"round {round.pk} belongs to another project", code="invalid_import")
+    rows: list[_Row] = []
+    errors: list[dict] = []
+    bad = number = 0
+    for number, raw in enumerate(lines, start=1):
+        try:
+            text = _decode(raw).strip()
+            if text:
+                rows.append(_parse_line(text, number, source))
+        except ValueError as exc:
+            bad += 1
+            if len(errors) < MAX_REPORTED_ERRORS:  # a file of garbage should not make a huge reply
+                errors.append({"line": number, "error": str(exc)})
+    if errors:
+        raise ApplicationError(f"{bad} bad line(s), nothing imported; first: line {errors[0]['line']}: "
+                               f"{errors[0]['error']}", code="invalid_import", details={"errors": errors})
+    if not rows:
+        raise ApplicationError("the file holds no prompts", code="invalid_import")
+    result = ImportResult(lines=number)
+
+    first_line: dict[str, int] = {}
+    fresh: list[_Row] = []
+    for row in rows:
+        if row.content_hash in first_line:
+            result.duplicates.append({"line": row.line, "duplicate_of_line": first_line[row.content_hash]})
+        else:
+            first_line[row.content_hash] = row.line
+            fresh.append(row)
+    existing: dict[str, int] = {}
+    hashes = [row.content_hash for row in fresh]
+    for start in range(0, len(hashes), 1000):
+        existing.update(Prompt.objects.filter(project=project, content_hash__in=hashes[start:start + 1000])
+                        .values_list("content_hash", "id"))
+    if existing:
+        result.duplicates.extend({"line": row.line, "duplicate_of_prompt": existing[row.content_hash]}
+                                 for row in fresh if row.content_hash in existing)
+        fresh = [row for row in fresh if row.content_hash not in existing]
+    result.duplicates.sort(key=lambda d: d["line"])
+
+    with transaction.atomic():
+        prompts = Prompt.objects.bulk_create([
+            Prompt(project=project, text=row.text, messages=row.messages, tags=row.tags, reference=row.reference,
+                   source=row.source, content_hash=row.content_hash) for row in fresh
+        ], batch_size=2000)
+        items = [
+            (prompt, [Response(prompt=prompt, text=r["text"], source=Response.Source.IMPORTED,
+                               model_name=r["model_name"], sampling=r["sampling"]) for r in row.responses], row.gold)
+            for prompt, row in zip(prompts, fresh, strict=True) if row.responses
+        ]
+        if items:
+            tasks_bulk_insert(project=project, round=round, items=items)
+    result.prompts_created = len(prompts)
+    result.tasks_created = len(items)
+    return result

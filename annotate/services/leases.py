@@ -1,0 +1,168 @@
+"""Handing tasks to annotators: next task under a lease, heartbeats, skips, expiry.
+
+Concurrency: on PostgreSQL the open task is taken with SELECT … FOR UPDATE SKIP LOCKED, so
+concurrent requests take different rows instead of queueing on one; on SQLite every write
+transaction is IMMEDIATE (see config/settings.py), so they run one after another. Either way
+the counters are only changed under the task's row lock and the check and unique constraints
+(see models) refuse anything that would break exactly-k or once-per-annotator.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+
+from config.errors import ApplicationError, Conflict, NotFound
+
+from ..models import Lease, Project, RankingTask, TaskResponse
+
+REAP_BATCH = 50
+_RETRIES = 4
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.RLHF_LEASE_SECONDS)
+
+
+def _release_slots(task_ids: list[int]) -> None:
+    """Give back one claimed slot per listed task id. Tasks are updated in id order so two
+    transactions releasing overlapping sets never wait on each other crosswise."""
+    for task_id, n in sorted(Counter(task_ids).items()):
+        RankingTask.objects.filter(pk=task_id).update(claimed=F("claimed") - n)
+
+
+def _expire(leases: list[tuple[int, int]], now: datetime) -> None:
+    if not leases:
+        return
+    Lease.objects.filter(pk__in=[lease_id for lease_id, _ in leases], status=Lease.Status.ACTIVE).update(
+        status=Lease.Status.EXPIRED, ended_at=now)
+    _release_slots([task_id for _, task_id in leases])
+
+
+def leases_expire(*, project: Project, now: datetime | None = None, limit: int = REAP_BATCH) -> int:
+    """Return the slots of leases past their expiry to the pool (a bounded batch; the index on
+    active leases by expiry makes this a range read of the expired ones only)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        stale = list(
+            Lease.objects.select_for_update(skip_locked=True)
+            .filter(project=project, status=Lease.Status.ACTIVE, expires_at__lte=now)
+            .order_by("expires_at").values_list("id", "task_id")[:limit]
+        )
+        _expire(stale, now)
+    return len(stale)
+
+
+def _shuffled_order(task_id: int) -> list[int]:
+    ids = list(TaskResponse.objects.filter(task_id=task_id).order_by("position").values_list("response_id", flat=True))
+    random.SystemRandom().shuffle(ids)
+    return ids
+
+
+def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None:
+    with transaction.atomic():
+        current = (Lease.objects.select_for_update()
+                   .filter(project=project, annotator=annotator, status=Lease.Status.ACTIVE).first())
+        if current is not None and current.expires_at > now:
+            return current  # asking again while holding a live lease gives the same task back
+        stale = [(current.pk, current.task_id)] if current is not None else []
+        stale += list(
+            Lease.objects.select_for_update(skip_locked=True)
+            .filter(project=project, status=Lease.Status.ACTIVE, expires_at__lte=now)
+            .exclude(annotator=annotator).order_by("expires_at").values_list("id", "task_id")[:REAP_BATCH]
+        )
+        _expire(stale, now)
+
+        # Tasks this annotator ranked, skipped or holds are never theirs again; an expired
+        # lease of theirs does not count, the task may come back to them.
+        seen = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(status=Lease.Status.EXPIRED)
+        task_id = (
+            RankingTask.objects.filter(project=project, claimed__lt=F("rankings_needed"))
+            .filter(~Exists(seen)).order_by("id")
+            .select_for_update(skip_locked=True).values_list("id", flat=True).first()
+        )
+        if task_id is None:
+            return None
+        RankingTask.objects.filter(pk=task_id).update(claimed=F("claimed") + 1)
+        order = _shuffled_order(task_id)
+        expires = now + lease_duration()
+        updated = Lease.objects.filter(task_id=task_id, annotator=annotator, status=Lease.Status.EXPIRED).update(
+            status=Lease.Status.ACTIVE, shown_order=order, expires_at=expires, ended_at=None)
+        if updated:
+            return Lease.objects.get(task_id=task_id, annotator=annotator)
+        return Lease.objects.create(project=project, task_id=task_id, annotator=annotator, shown_order=order,
+                                    expires_at=expires)
+
+
+def task_lease_next(*, project: Project, annotator, now: datetime | None = None) -> Lease | None:
+    """The annotator's live lease in this project, or a new lease on the oldest open task they
+    have not ranked or skipped; None when nothing is left for them."""
+    for attempt in range(_RETRIES):
+        try:
+            return _lease_next_once(project, annotator, now or timezone.now())
+        except (IntegrityError, OperationalError):
+            # IntegrityError: the same annotator's concurrent request took a lease first (the
+            # one-active-lease constraint); the retry returns that lease. OperationalError: a
+            # deadlock or lock timeout the database resolved by aborting us.
+            if attempt == _RETRIES - 1:
+                raise
+    return None  # pragma: no cover
+
+
+def _own_lease(lease_id: int, annotator) -> Lease:
+    lease = Lease.objects.select_for_update().filter(pk=lease_id).first()
+    if lease is None:
+        raise NotFound(f"lease {lease_id} does not exist")
+    if lease.annotator_id != annotator.pk:
+        raise Conflict(f"lease {lease_id} belongs to another annotator", code="lease_not_yours")
+    return lease
+
+
+def lease_check_live(lease: Lease, now: datetime) -> None:
+    if lease.status == Lease.Status.EXPIRED or (lease.status == Lease.Status.ACTIVE and lease.expires_at <= now):
+        raise Conflict(f"lease {lease.pk} expired at {lease.expires_at.isoformat()}; ask for the next task again",
+                       code="lease_expired")
+    if lease.status != Lease.Status.ACTIVE:
+        raise Conflict(f"lease {lease.pk} is already {lease.status}", code=f"lease_{lease.status}")
+
+
+@transaction.atomic
+def lease_heartbeat(*, lease_id: int, annotator, now: datetime | None = None) -> Lease:
+    """Push a live lease's expiry forward; a lease that already expired cannot be revived."""
+    now = now or timezone.now()
+    lease = _own_lease(lease_id, annotator)
+    lease_check_live(lease, now)
+    lease.expires_at = now + lease_duration()
+    lease.save(update_fields=["expires_at"])
+    return lease
+
+
+@transaction.atomic
+def task_skip(*, task_id: int, lease_id: int, annotator, reason: str, now: datetime | None = None) -> Lease:
+    """The annotator passes on the task; it is never offered to them again. Skipping a lease that
+    expired is allowed (the skip is still worth remembering); skipping twice is a no-op."""
+    now = now or timezone.now()
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError("a skip needs a reason", code="invalid_skip")
+    lease = _own_lease(lease_id, annotator)
+    if lease.task_id != task_id:
+        raise ApplicationError(f"lease {lease_id} is for task {lease.task_id}, not task {task_id}",
+                               code="lease_task_mismatch")
+    if lease.status == Lease.Status.SKIPPED:
+        return lease
+    if lease.status == Lease.Status.SUBMITTED:
+        raise Conflict(f"task {task_id} was already ranked with lease {lease_id}", code="lease_submitted")
+    if lease.status == Lease.Status.ACTIVE:
+        _release_slots([lease.task_id])
+    lease.status = Lease.Status.SKIPPED
+    lease.skip_reason = reason[:2000]
+    lease.ended_at = now
+    lease.save(update_fields=["status", "skip_reason", "ended_at"])
+    return lease

@@ -1,0 +1,73 @@
+"""Projects and rounds: create them, move a round through its states."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils.text import slugify
+
+from config.errors import ApplicationError, Conflict
+
+from ..models import Project, Round
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ApplicationError(f"{name} must be an integer from {low} to {high}, not {value!r}",
+                               code="invalid_project", details={"field": name})
+
+
+@transaction.atomic
+def project_create(*, name: str, slug: str | None = None, guidelines: str = "", responses_per_task: int = 2,
+                   rankings_per_task: int = 1, allow_ties: bool = True) -> Project:
+    name = (name or "").strip()
+    if not name:
+        raise ApplicationError("a project needs a name", code="invalid_project", details={"field": "name"})
+    _check_range("responses_per_task", responses_per_task, 2, 8)
+    _check_range("rankings_per_task", rankings_per_task, 1, 10)
+    slug = slugify(slug or name)[:100]
+    if not slug:
+        raise ApplicationError("the slug must contain letters or digits", code="invalid_project",
+                               details={"field": "slug"})
+    if Project.objects.filter(slug=slug).exists():
+        raise Conflict(f"a project with slug {slug!r} already exists", code="project_exists")
+    try:
+        with transaction.atomic():
+            return Project.objects.create(
+                name=name, slug=slug, guidelines=guidelines, responses_per_task=responses_per_task,
+                rankings_per_task=rankings_per_task, allow_ties=allow_ties,
+            )
+    except IntegrityError:  # a concurrent create took the slug between the check and the insert
+        raise Conflict(f"a project with slug {slug!r} already exists", code="project_exists") from None
+
+
+@transaction.atomic
+def round_create(*, project: Project, settings: dict | None = None, generate_job_id: int | None = None,
+                 status: str = Round.Status.DRAFT) -> Round:
+    if status not in Round.Status.values:
+        raise ApplicationError(f"unknown round status {status!r}", code="invalid_round")
+    # Lock the project row so two concurrent creates do not pick the same number.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
+    return Round.objects.create(project=project, number=number, settings=settings or {},
+                                generate_job_id=generate_job_id, status=status)
+
+
+@transaction.atomic
+def round_update(*, round: Round, status: str | None = None, generate_job_id: int | None = None,
+                 settings: dict | None = None) -> Round:
+    fields = []
+    if status is not None:
+        if status not in Round.Status.values:
+            raise ApplicationError(f"unknown round status {status!r}", code="invalid_round")
+        round.status = status
+        fields.append("status")
+    if generate_job_id is not None:
+        round.generate_job_id = generate_job_id
+        fields.append("generate_job_id")
+    if settings is not None:
+        round.settings = settings
+        fields.append("settings")
+    if fields:
+        round.save(update_fields=fields)
+    return round

@@ -1,0 +1,118 @@
+"""Submitting a ranking: validate it against the task and lease, store it raw, derive pairs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from config.errors import ApplicationError
+
+from ..models import Lease, Pair, Ranking, RankingTask, TaskResponse
+from .leases import _own_lease, lease_check_live
+
+
+def _invalid(message: str, **details) -> ApplicationError:
+    return ApplicationError(message, code="invalid_ranking", details=details or None)
+
+
+def ranking_validate(groups, *, response_ids: list[int], allow_ties: bool) -> list[list[int]]:
+    """A ranking must place every response of the task exactly once, in groups best first.
+    Returns the groups as lists of ints; raises naming what is wrong."""
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, list) for g in groups):
+        raise _invalid("ranking must be a non-empty list of groups, each a list of response ids, best first")
+    for i, group in enumerate(groups):
+        if not group:
+            raise _invalid(f"group {i} of the ranking is empty", group=i)
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in group):
+            raise _invalid(f"group {i} holds something that is not a response id", group=i)
+    listed = [x for g in groups for x in g]
+    known = set(response_ids)
+    unknown = sorted(set(listed) - known)
+    if unknown:
+        raise _invalid(f"unknown response ids {unknown}; this task's responses are {sorted(known)}",
+                       unknown=unknown)
+    repeated = sorted(x for x, n in Counter(listed).items() if n > 1)
+    if repeated:
+        raise _invalid(f"response ids listed more than once: {repeated}", repeated=repeated)
+    missing = sorted(known - set(listed))
+    if missing:
+        raise _invalid(f"missing response ids {missing}; a ranking places every response once", missing=missing)
+    if not allow_ties:
+        tied = [i for i, g in enumerate(groups) if len(g) > 1]
+        if tied:
+            raise _invalid(f"this project does not allow ties, but group {tied[0]} holds "
+                           f"{len(groups[tied[0]])} responses", tied_groups=tied)
+    return [list(g) for g in groups]
+
+
+def pairs_from_groups(groups: list[list[int]]) -> list[tuple[int, int, int]]:
+    """(winner, loser, margin): everything in a better group beats everything in each worse
+    group, by the number of groups between them; ties give no pair."""
+    return [(winner, loser, j - i)
+            for i, better in enumerate(groups) for j in range(i + 1, len(groups))
+            for winner in better for loser in groups[j]]
+
+
+def _flags_validate(flags) -> list[str]:
+    flags = list(flags or [])
+    unknown = [f for f in flags if f not in Ranking.FLAGS]
+    if unknown:
+        raise ApplicationError(f"unknown flags {unknown}; allowed: {', '.join(Ranking.FLAGS)}",
+                               code="invalid_flags", details={"allowed": list(Ranking.FLAGS)})
+    return sorted(set(flags), key=Ranking.FLAGS.index)
+
+
+@transaction.atomic
+def ranking_submit(*, task_id: int, lease_id: int, annotator, groups, flags=(), rationale: str = "",
+                   time_spent_ms: int | None = None, now: datetime | None = None) -> tuple[Ranking, bool]:
+    """Store the ranking made under `lease_id` and its pairs. Returns (ranking, created): the
+    same submission sent again with the same lease gives back the first ranking, not a second."""
+    now = now or timezone.now()
+    lease = _own_lease(lease_id, annotator)  # row lock: concurrent duplicates wait here
+    if lease.task_id != task_id:
+        raise ApplicationError(f"lease {lease_id} is for task {lease.task_id}, not task {task_id}",
+                               code="lease_task_mismatch")
+    task = RankingTask.objects.select_related("project").get(pk=task_id)
+    response_ids = list(TaskResponse.objects.filter(task_id=task_id).values_list("response_id", flat=True))
+    groups = ranking_validate(groups, response_ids=response_ids, allow_ties=task.project.allow_ties)
+    flags = _flags_validate(flags)
+    if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or time_spent_ms < 0):
+        raise ApplicationError("time_spent_ms must be a non-negative integer", code="invalid_ranking")
+
+    if lease.status == Lease.Status.SUBMITTED:
+        first = lease.ranking
+        if first.groups == groups:
+            return first, False
+        raise ApplicationError(f"lease {lease_id} already submitted ranking {first.pk}; rankings are never "
+                               "overwritten", code="already_submitted", status=409)
+    lease_check_live(lease, now)
+
+    # The lease holds one of the task's claimed slots; turning it into a ranking keeps `claimed`
+    # and adds one to `rankings_done` under the row lock the UPDATE takes.
+    slot = RankingTask.objects.select_for_update().values_list("rankings_done", flat=True).get(pk=task_id)
+    done = slot + 1
+    RankingTask.objects.filter(pk=task_id).update(
+        rankings_done=F("rankings_done") + 1,
+        completed_at=now if done >= task.rankings_needed else None,
+    )
+    gold_correct = None
+    if task.gold_response_id is not None:
+        gold_correct = groups[0] == [task.gold_response_id]
+    ranking = Ranking.objects.create(
+        project_id=task.project_id, task_id=task_id, lease=lease, annotator=annotator, slot=slot, groups=groups,
+        shown_order=lease.shown_order, flags=flags, rationale=(rationale or "")[:10000],
+        time_spent_ms=time_spent_ms, gold_correct=gold_correct,
+    )
+    Pair.objects.bulk_create([
+        Pair(project_id=task.project_id, ranking=ranking, task_id=task_id, annotator=annotator,
+             winner_id=w, loser_id=lo, margin=m)
+        for w, lo, m in pairs_from_groups(groups)
+    ])
+    lease.status = Lease.Status.SUBMITTED
+    lease.ended_at = now
+    lease.save(update_fields=["status", "ended_at"])
+    return ranking, True
