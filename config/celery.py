@@ -24,3 +24,19 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 app.autodiscover_tasks(["worker"])
+
+
+def _prepare_filesystem_broker() -> None:
+    """kombu's filesystem transport expects its folders to exist."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
+if app.conf.broker_url and app.conf.broker_url.startswith("filesystem://"):
+    _prepare_filesystem_broker()

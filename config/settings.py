@@ -93,7 +93,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = BASE_DIR / "staticfiles"  # collectstatic output (images); WhiteNoise serves it
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -138,6 +138,8 @@ else:
 RLHF_LEASE_SECONDS = ENV.lease_seconds
 RLHF_WORKER_STALE_SECONDS = ENV.worker_stale_seconds
 RLHF_DEFAULT_MODEL = ENV.default_model_name
+ENV_ADMIN_USERNAME = ENV.admin_username
+ENV_ADMIN_PASSWORD = ENV.admin_password
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,48 @@
+# The two README commands: `make run` (the service on its embedded default) and `make test`.
+# Everything else here is what those two need.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+export PYTHONUNBUFFERED := 1
+
+# Test settings: real PostgreSQL and Redis on this host (scripts/ensure_services.sh starts them).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rlhf
+TEST_BROKER_URL   ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS       ?=
+
+.PHONY: run test install install-test lint bootstrap clean-data
+
+$(VENV)/.base-installed: requirements/base.txt requirements/lock.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements/base.txt -c requirements/lock.txt
+	@touch $@
+
+$(VENV)/.test-installed: $(VENV)/.base-installed requirements/test.txt
+	$(PIP) install -q -r requirements/test.txt -c requirements/lock.txt
+	@touch $@
+
+install: $(VENV)/.base-installed
+install-test: $(VENV)/.test-installed
+
+bootstrap: install
+	$(PY) manage.py bootstrap
+
+run: bootstrap
+	exec $(PY) manage.py run_service
+
+test: install-test
+	bash scripts/ensure_services.sh
+	bash scripts/ensure_chromium.sh
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CELERY_RESULT_BACKEND=$(TEST_BROKER_URL) \
+	  RLHF_DATA_DIR=$(CURDIR)/data/test $(PY) -m pytest $(PYTEST_ARGS)
+	@echo "--- second pass: the embedded default (SQLite, filesystem broker) on tests marked sqlite ---"
+	DATABASE_URL=sqlite:///$(CURDIR)/data/test/sqlite-pass.sqlite3 RLHF_DATA_DIR=$(CURDIR)/data/test \
+	  $(PY) -m pytest -m sqlite $(PYTEST_ARGS)
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+
+clean-data:
+	rm -rf data/test

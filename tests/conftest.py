@@ -1,0 +1,96 @@
+"""Fixtures shared by the whole suite: a real Celery worker process on the configured broker,
+a tiny model built from a config, API clients."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def database_url_for(db: dict) -> str:
+    """The DATABASE_URL a subprocess needs to reach the database this test run uses."""
+    engine = db["ENGINE"].rsplit(".", 1)[-1]
+    if engine == "sqlite3":
+        name = str(db["NAME"])
+        if name in (":memory:", "") or "mode=memory" in name:
+            pytest.skip("a worker process cannot share an in-memory SQLite test database")
+        return f"sqlite:///{name}"
+    user = db.get("USER") or "postgres"
+    auth = user + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class WorkerProcess:
+    def __init__(self, proc: subprocess.Popen, hostname: str, log: Path):
+        self.proc, self.hostname, self.log = proc, hostname, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = 15, timeout: float = 20) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_worker(tmp_dir: Path, *, queues: str = "gpu,default", extra_env: dict | None = None) -> WorkerProcess:
+    """Start `celery worker` as a real process on the same database and broker as the tests."""
+    hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    env = {**os.environ, "DATABASE_URL": database_url_for(settings.DATABASES["default"]),
+           "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "RLHF_DATA_DIR": str(settings.DATA_DIR),
+           "RLHF_ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT), "PYTHONUNBUFFERED": "1",
+           **(extra_env or {})}
+    if settings.CELERY_RESULT_BACKEND:
+        env["CELERY_RESULT_BACKEND"] = settings.CELERY_RESULT_BACKEND
+    log = tmp_dir / f"{hostname.split('@')[0]}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "--pool", "solo",
+         "-n", hostname, "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+        cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+    )
+    worker = WorkerProcess(proc, hostname, log)
+    from worker.models import WorkerHeartbeat
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {proc.returncode}:\n{worker.output()[-3000:]}")
+        if WorkerHeartbeat.objects.filter(hostname=hostname).exists():
+            return worker
+        time.sleep(0.2)
+    worker.stop()
+    raise RuntimeError(f"celery worker did not report in 60 s:\n{worker.output()[-3000:]}")
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """A real worker process for one test (data must be committed: transactional_db)."""
+    from config.celery import app
+
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        with app.connection_for_write() as conn:  # no stale messages from an earlier run
+            conn.default_channel.client.flushdb()
+    worker = start_worker(tmp_path)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path) -> Path:
+    """A tiny causal LM (2 layers, width 64) with a tiny byte-level BPE tokenizer, saved as an HF dir."""
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path / "tiny-model")
