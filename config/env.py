@@ -67,6 +67,8 @@ class Env:
     worker_stale_seconds: int  # RLHF_WORKER_STALE_SECONDS: a worker unseen this long is gone
     default_model_name: str  # RLHF_DEFAULT_MODEL: name of the bundled base model version
     log_level: str  # RLHF_LOG_LEVEL
+    cache_url: str  # CACHE_URL: empty = file cache in the data folder; redis://… to share across hosts
+    api_rate_limit: int  # RLHF_API_RATE_LIMIT: model API requests per minute per key (0 = unlimited)
     admin_username: str  # RLHF_ADMIN_USERNAME: account `make run` creates
     admin_password: str  # RLHF_ADMIN_PASSWORD: empty = generate one, print it, keep it in the data folder
 
@@ -121,6 +123,9 @@ def load() -> Env:
         worker_stale_seconds=_int("RLHF_WORKER_STALE_SECONDS", 15, minimum=2),
         default_model_name=_str("RLHF_DEFAULT_MODEL", "SmolLM2-135M-Instruct"),
         log_level=_str("RLHF_LOG_LEVEL", "INFO").upper(),
+        cache_url=_check_url("CACHE_URL", _str("CACHE_URL", ""), ("redis", "rediss"))
+        if _str("CACHE_URL", "") else "",
+        api_rate_limit=_int("RLHF_API_RATE_LIMIT", 120, minimum=0),
         admin_username=_str("RLHF_ADMIN_USERNAME", "admin"),
         admin_password=_str("RLHF_ADMIN_PASSWORD", ""),
     )

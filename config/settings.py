@@ -135,6 +135,15 @@ if ENV.broker_url.startswith("filesystem://"):
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 
+# One cache all web processes share (rate limits, the model-swap signal): a file cache on one
+# machine, Redis when CACHE_URL says so.
+if ENV.cache_url:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": ENV.cache_url}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                          "LOCATION": str(DATA_DIR / "cache")}}
+RLHF_API_RATE_LIMIT = ENV.api_rate_limit
+
 RLHF_LEASE_SECONDS = ENV.lease_seconds
 RLHF_WORKER_STALE_SECONDS = ENV.worker_stale_seconds
 RLHF_DEFAULT_MODEL = ENV.default_model_name

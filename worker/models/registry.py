@@ -1,4 +1,4 @@
-"""Model registry and worker liveness. Training jobs join this module with the loop issue."""
+"""Model registry and worker liveness."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class ModelVersion(models.Model):
         related_name="model_versions",
     )
     parents = models.ManyToManyField("self", symmetrical=False, blank=True, related_name="children")
+    job = models.ForeignKey("worker.TrainingJob", null=True, blank=True, on_delete=models.SET_NULL,
+                            related_name="model_versions", help_text="the job that made it")
     metrics = models.JSONField(default=dict, blank=True)
     info = models.JSONField(default=dict, blank=True, help_text="architecture, parameter count, dtype")
     promoted = models.BooleanField(default=False)
