@@ -1,0 +1,128 @@
+"""Projects: create, list, detail with counts, import, export, stats."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import ApplicationError, NotFound
+
+from ..models import Round
+from ..permissions import IsAdmin, IsAnnotatorOrAdmin
+from ..selectors.exports import FORMATS, export_rows
+from ..selectors.projects import project_counts, project_get, project_list
+from ..selectors.stats import project_stats
+from ..services.imports import prompts_import
+from ..services.projects import project_create
+from . import serializers as s
+
+
+class ProjectsView(APIView):
+    def get_permissions(self):
+        return [IsAdmin()] if self.request.method == "POST" else [IsAnnotatorOrAdmin()]
+
+    @extend_schema(responses=s.ProjectOut(many=True), summary="All projects")
+    def get(self, request):
+        return Response(s.ProjectOut(project_list(), many=True).data)
+
+    @extend_schema(request=s.ProjectCreateRequest, responses={201: s.ProjectOut}, summary="Create a project (admin)")
+    def post(self, request):
+        data = s.ProjectCreateRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = project_create(**data.validated_data)
+        return Response(s.ProjectOut(project).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectDetailView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(responses=s.ProjectDetailOut, summary="A project with its counts")
+    def get(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        return Response(s.ProjectDetailOut(project, context={"counts": project_counts(project=project)}).data)
+
+
+class NDJSONParser(BaseParser):
+    """Hands the body through as bytes; the import service parses it line by line."""
+
+    media_type = "application/x-ndjson"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream.read() if stream is not None else b""
+
+
+class ProjectImportView(APIView):
+    permission_classes = [IsAdmin]
+    parser_classes = [NDJSONParser, MultiPartParser, FormParser, JSONParser]
+
+    @extend_schema(
+        request={"multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}},
+                 "application/x-ndjson": OpenApiTypes.STR},
+        parameters=[OpenApiParameter("round", int, description="put the imported tasks in this round")],
+        responses={201: s.ImportReply},
+        summary="Import prompts (and tasks) from JSONL, all or nothing (admin)",
+    )
+    def post(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        round_obj = None
+        if request.query_params.get("round"):
+            round_obj = Round.objects.filter(pk=request.query_params["round"], project=project).first()
+            if round_obj is None:
+                raise NotFound(f"round {request.query_params['round']} is not a round of project {project.pk}")
+        if isinstance(request.data, bytes):
+            lines = request.data.splitlines()
+        elif "file" in request.FILES:
+            lines = request.FILES["file"]
+        else:
+            raise ApplicationError('send a JSONL file as multipart field "file" or an application/x-ndjson body',
+                                   code="invalid_import")
+        result = prompts_import(project=project, lines=lines, round=round_obj)
+        return Response(result.as_dict(), status=status.HTTP_201_CREATED)
+
+
+class IgnoreFormatParam(DefaultContentNegotiation):
+    """`?format=` names the export format here, not a DRF renderer."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ProjectExportView(APIView):
+    permission_classes = [IsAdmin]
+    content_negotiation_class = IgnoreFormatParam
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=FORMATS, default="pairs"),
+                     OpenApiParameter("consensus", bool, description="one aggregated ranking per task")],
+        responses={(200, "application/x-ndjson"): OpenApiTypes.STR},
+        summary="Stream the project's data as JSONL (admin)",
+    )
+    def get(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        fmt = request.query_params.get("format", "pairs")
+        if fmt not in FORMATS:
+            raise ApplicationError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}",
+                                   code="invalid_format")
+        consensus = request.query_params.get("consensus", "") in ("1", "true", "yes")
+        rows = export_rows(project=project, format=fmt, consensus=consensus)
+        body = (json.dumps(row, ensure_ascii=False).encode() + b"\n" for row in rows)
+        response = StreamingHttpResponse(body, content_type="application/x-ndjson; charset=utf-8")
+        suffix = "-consensus" if consensus else ""
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{fmt}{suffix}.jsonl"'
+        return response
+
+
+class ProjectStatsView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="Agreement, gold accuracy, time, skips and flags (admin)")
+    def get(self, request, project_id: int):
+        return Response(project_stats(project=project_get(project_id=project_id)))

@@ -1,0 +1,115 @@
+"""Annotating: next task, heartbeat, submit a ranking, skip, gold, demonstrations."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.errors import NotFound
+
+from ..models import Prompt, RankingTask, TaskResponse
+from ..permissions import IsAdmin, IsAnnotatorOrAdmin
+from ..selectors.projects import project_get
+from ..services.demonstrations import demonstration_create
+from ..services.leases import lease_heartbeat, task_lease_next, task_skip
+from ..services.rankings import ranking_submit
+from ..services.tasks import task_gold_set
+from . import serializers as s
+
+
+def _task_payload(lease) -> dict:
+    """The task as the annotator sees it: responses in their shuffled order and nothing about
+    where they came from (blind ranking)."""
+    task = (RankingTask.objects.select_related("prompt")
+            .prefetch_related(Prefetch("task_responses", TaskResponse.objects.select_related("response")))
+            .get(pk=lease.task_id))
+    texts = {link.response_id: link.response.text for link in task.task_responses.all()}
+    return {
+        "task": {"id": task.pk, "prompt_id": task.prompt_id, "prompt": task.prompt.text,
+                 "messages": task.prompt.messages,
+                 "responses": [{"id": rid, "text": texts[rid]} for rid in lease.shown_order]},
+        "lease": {"id": lease.pk, "expires_at": lease.expires_at},
+    }
+
+
+class NextTaskView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=None, responses={200: s.NextTaskReply, 204: None},
+                   summary="Lease the next task to rank (the same one while a lease is live)")
+    def post(self, request, project_id: int):
+        lease = task_lease_next(project=project_get(project_id=project_id), annotator=request.user)
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(s.NextTaskReply(_task_payload(lease)).data)
+
+
+class HeartbeatView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=None, responses=s.LeaseOut, summary="Keep a lease alive")
+    def post(self, request, lease_id: int):
+        lease = lease_heartbeat(lease_id=lease_id, annotator=request.user)
+        return Response({"id": lease.pk, "expires_at": lease.expires_at})
+
+
+class RankingCreateView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=s.RankingRequest, responses={201: s.RankingReply},
+                   summary="Submit a ranking under a lease (sending it again returns the first result)")
+    def post(self, request, task_id: int):
+        data = s.RankingRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        ranking, _ = ranking_submit(task_id=task_id, lease_id=v["lease"], annotator=request.user,
+                                    groups=v["ranking"], flags=v["flags"], rationale=v["rationale"],
+                                    time_spent_ms=v["time_spent_ms"])
+        pairs = sum(len(a) * len(b) for i, a in enumerate(ranking.groups) for b in ranking.groups[i + 1:])
+        return Response({"ranking": ranking.pk, "pairs": pairs}, status=status.HTTP_201_CREATED)
+
+
+class SkipView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=s.SkipRequest, responses=s.SkipReply, summary="Skip a task, with a reason")
+    def post(self, request, task_id: int):
+        data = s.SkipRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        lease = task_skip(task_id=task_id, lease_id=data.validated_data["lease"], annotator=request.user,
+                          reason=data.validated_data["reason"])
+        return Response({"lease": lease.pk, "status": lease.status})
+
+
+class GoldView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=s.GoldRequest, responses=s.GoldRequest, summary="Mark a task's known best response (admin)")
+    def post(self, request, task_id: int):
+        data = s.GoldRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = RankingTask.objects.filter(pk=task_id).first()
+        if task is None:
+            raise NotFound(f"task {task_id} does not exist")
+        task = task_gold_set(task=task, response_id=data.validated_data["response"])
+        return Response({"response": task.gold_response_id})
+
+
+class DemonstrationCreateView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=s.DemonstrationRequest, responses={201: s.DemonstrationReply},
+                   summary="Write the ideal response to a prompt, or an improved edit of a response")
+    def post(self, request, prompt_id: int):
+        data = s.DemonstrationRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        prompt = Prompt.objects.filter(pk=prompt_id).first()
+        if prompt is None:
+            raise NotFound(f"prompt {prompt_id} does not exist")
+        demo = demonstration_create(prompt=prompt, annotator=request.user, text=data.validated_data["text"],
+                                    based_on_response_id=data.validated_data["based_on_response"])
+        return Response({"id": demo.pk, "response": demo.response_id, "prompt": prompt.pk,
+                         "based_on_response": demo.response.parent_response_id}, status=status.HTTP_201_CREATED)
