@@ -146,6 +146,7 @@ RLHF_API_RATE_LIMIT = ENV.api_rate_limit
 
 RLHF_LEASE_SECONDS = ENV.lease_seconds
 RLHF_WORKER_STALE_SECONDS = ENV.worker_stale_seconds
+RLHF_JOB_STALE_SECONDS = ENV.job_stale_seconds
 RLHF_DEFAULT_MODEL = ENV.default_model_name
 ENV_ADMIN_USERNAME = ENV.admin_username
 ENV_ADMIN_PASSWORD = ENV.admin_password

@@ -13,5 +13,7 @@ urlpatterns = [
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("annotate.urls")),
     path("api/", include("worker.urls")),
+    path("v1/", include("worker.serving.urls_v1")),
+    path("api/", include("worker.serving.urls_api")),
     path("", include("frontend.urls")),
 ]

@@ -14,6 +14,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 2.0
+HOUSEKEEPING_EVERY = 5  # beats: every 10 s a worker sweeps stale jobs and advances rounds
 _stop = threading.Event()
 
 
@@ -24,7 +25,11 @@ def _beat(hostname: str, queues: list[str]) -> None:
     from .models import WorkerHeartbeat
 
     started = timezone.now()
+    beats = 0
     while not _stop.is_set():
+        beats += 1
+        if beats % HOUSEKEEPING_EVERY == 1:
+            _housekeeping()
         try:
             close_old_connections()
             WorkerHeartbeat.objects.update_or_create(
@@ -37,10 +42,41 @@ def _beat(hostname: str, queues: list[str]) -> None:
         _stop.wait(INTERVAL_SECONDS)
 
 
+def _housekeeping() -> None:
+    """Any live worker sweeps for jobs whose worker died, so none stays "running" forever, and
+    starts the next stage of self-running rounds. Cheap queries; safe when several workers do it."""
+    try:
+        from .services.jobs import jobs_sweep_stale
+        from .services.rounds import rounds_advance
+
+        jobs_sweep_stale()
+        rounds_advance()
+    except Exception as exc:
+        log.warning("housekeeping failed: %s", exc)
+
+
+def _fail_orphans(hostname: str) -> None:
+    """Jobs this host was running before it restarted cannot be running now."""
+    from django.utils import timezone
+
+    from .models import TrainingJob
+    from .services.jobs import job_log
+
+    for job in TrainingJob.objects.filter(state="running", worker_hostname=hostname):
+        TrainingJob.objects.filter(pk=job.pk, state="running").update(
+            state="failed", finished_at=timezone.now(),
+            error=f"worker {hostname} restarted while the job was running")
+        job_log(job=job, level="ERROR", message=f"worker {hostname} restarted while the job was running")
+
+
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     hostname = sender.hostname
     queues = sorted(q.name for q in sender.app.amqp.queues.consume_from.values())
+    try:
+        _fail_orphans(hostname)
+    except Exception as exc:
+        log.warning("could not check for orphaned jobs: %s", exc)
     threading.Thread(target=_beat, args=(hostname, queues), daemon=True, name="heartbeat").start()
 
 

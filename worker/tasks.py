@@ -1,4 +1,5 @@
-"""Celery tasks. Thin: they take ids, check state first, import torch/rlhf inside the body."""
+"""Celery tasks. Thin: they take ids, check state first (in the services), import torch/rlhf
+inside the body, record failures on the job row and re-raise."""
 
 from __future__ import annotations
 
@@ -11,3 +12,19 @@ from celery import shared_task
 def ping() -> dict:
     """Round-trip check: answers with the worker's host name."""
     return {"pong": True, "host": socket.gethostname()}
+
+
+@shared_task(name="worker.run_job", queue="gpu", bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job(self, job_id: int) -> str:
+    from .services.job_runner import job_run
+
+    return job_run(job_id=job_id, hostname=self.request.hostname or socket.gethostname())
+
+
+@shared_task(name="worker.housekeeping", queue="default")
+def housekeeping() -> dict:
+    """Fail jobs whose worker vanished; move self-running rounds on."""
+    from .services.jobs import jobs_sweep_stale
+    from .services.rounds import rounds_advance
+
+    return {"swept": jobs_sweep_stale(), "rounds_started": rounds_advance()}

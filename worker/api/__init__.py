@@ -1,0 +1,1 @@
+"""worker's JSON API: training jobs, the model registry, rounds."""

@@ -1,0 +1,191 @@
+"""Views of worker's API: each validates input, calls one service or selector, shapes output."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotate.models import Round
+from annotate.permissions import IsAdmin
+from annotate.selectors.projects import project_get, round_progress
+from config.errors import NotFound
+
+from ..models import ModelVersion, TrainingJob
+from ..selectors import job_metric_series
+from ..services.jobs import training_job_cancel, training_job_get, training_job_launch
+from ..services.models import model_version_import
+from ..services.registry import model_version_promote
+from ..services.rounds import round_start
+from . import serializers as s
+
+
+class ProjectJobsView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=s.JobLaunchIn, responses={202: s.JobOut})
+    def post(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        data = _valid(s.JobLaunchIn, request.data)
+        job = training_job_launch(project=project, kind=data["kind"], config=data["config"],
+                                  inputs=data["inputs"], user=request.user)
+        return Response(s.JobOut(job).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses=s.JobOut(many=True))
+    def get(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        return Response(s.JobOut(TrainingJob.objects.filter(project=project)[:200], many=True).data)
+
+
+class JobsView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=s.JobOut(many=True))
+    def get(self, request):
+        jobs = TrainingJob.objects.all()
+        if request.query_params.get("project"):
+            jobs = jobs.filter(project_id=_int_param(request, "project"))
+        if request.query_params.get("state"):
+            jobs = jobs.filter(state=request.query_params["state"])
+        return Response(s.JobOut(jobs[:200], many=True).data)
+
+
+class JobDetailView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=s.JobOut)
+    def get(self, request, job_id: int):
+        return Response(s.JobOut(training_job_get(job_id=job_id)).data)
+
+
+class JobMetricsView(APIView):
+    permission_classes = [IsAdmin]
+
+    def get(self, request, job_id: int):
+        job = training_job_get(job_id=job_id)
+        after = _int_param(request, "after") if request.query_params.get("after") else None
+        return Response({"job": job.pk, "state": job.state, "progress": job.progress,
+                         "series": job_metric_series(job=job, after_step=after)})
+
+
+class JobLogsView(APIView):
+    permission_classes = [IsAdmin]
+
+    def get(self, request, job_id: int):
+        job = training_job_get(job_id=job_id)
+        lines = job.log_lines.all()
+        if request.query_params.get("after"):
+            lines = lines.filter(pk__gt=_int_param(request, "after"))
+        return Response({"job": job.pk, "lines": [
+            {"id": line.pk, "at": line.created_at, "level": line.level, "message": line.message}
+            for line in lines[:1000]]})
+
+
+class JobCancelView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses=s.JobOut)
+    def post(self, request, job_id: int):
+        job = training_job_cancel(job=training_job_get(job_id=job_id))
+        return Response(s.JobOut(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ModelsView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=s.ModelVersionOut(many=True))
+    def get(self, request):
+        versions = ModelVersion.objects.prefetch_related(Prefetch("parents", queryset=ModelVersion.objects.only("id")))
+        if request.query_params.get("project"):
+            versions = versions.filter(project_id=_int_param(request, "project"))
+        if request.query_params.get("kind"):
+            versions = versions.filter(kind=request.query_params["kind"])
+        return Response(s.ModelVersionOut(versions[:500], many=True).data)
+
+
+class ModelDetailView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(responses=s.ModelVersionOut)
+    def get(self, request, model_id: int):
+        return Response(s.ModelVersionOut(_version(model_id)).data)
+
+
+class ModelPromoteView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=s.PromoteIn, responses=s.ModelVersionOut)
+    def post(self, request, model_id: int):
+        data = _valid(s.PromoteIn, request.data)
+        project = project_get(project_id=data["project"]) if data.get("project") else None
+        version = model_version_promote(version=_version(model_id), project=project)
+        return Response(s.ModelVersionOut(version).data)
+
+
+class ModelImportView(APIView):
+    """Imports synchronously: a GGUF conversion of a small model takes tens of seconds."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=s.ModelImportIn, responses={201: s.ModelVersionOut})
+    def post(self, request):
+        data = _valid(s.ModelImportIn, request.data)
+        version = model_version_import(source=data["source"], name=data.get("name"),
+                                       expected_sha256=data.get("sha256"))
+        if data.get("project"):
+            version.project = project_get(project_id=data["project"])
+            version.save(update_fields=["project"])
+        return Response(s.ModelVersionOut(version).data, status=status.HTTP_201_CREATED)
+
+
+class ProjectRoundsView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=s.RoundIn)
+    def post(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        data = _valid(s.RoundIn, request.data)
+        round_obj, job = round_start(project=project, prompts=data["prompts"],
+                                     responses_per_prompt=data.get("responses_per_prompt"),
+                                     sampling=data["sampling"], auto=data["auto"], user=request.user)
+        return Response({"round": _round_out(round_obj), "job": s.JobOut(job).data},
+                        status=status.HTTP_202_ACCEPTED)
+
+    def get(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        return Response([_round_out(r) for r in Round.objects.filter(project=project).order_by("-number")[:100]])
+
+
+def _round_out(round_obj: Round) -> dict:
+    return {"id": round_obj.pk, "project": round_obj.project_id, "number": round_obj.number,
+            "status": round_obj.status, "generate_job": round_obj.generate_job_id,
+            "settings": round_obj.settings, "created_at": round_obj.created_at,
+            "progress": round_progress(round=round_obj)}
+
+
+def _version(model_id: int) -> ModelVersion:
+    version = ModelVersion.objects.filter(pk=model_id).first()
+    if version is None:
+        raise NotFound(f"model version {model_id} does not exist")
+    return version
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _int_param(request, name: str) -> int:
+    from config.errors import ApplicationError
+
+    raw = request.query_params.get(name)
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise ApplicationError(f"query parameter {name} must be an integer, got {raw!r}") from None
+
+
+

@@ -1,0 +1,53 @@
+"""Who calls /v1: an API key (Authorization: Bearer ...) or a signed-in browser session, which must
+then pass Django's CSRF check, as DRF's SessionAuthentication does for /api."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
+
+from config.errors import ApplicationError
+
+from ..services.keys import api_key_verify
+from .errors import OpenAIError
+
+
+@dataclass(frozen=True)
+class Caller:
+    rate_key: str  # what the rate limit counts against
+    api_key_id: int | None = None
+    user_id: int | None = None
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request, reason):  # the reason instead of an HTML 403 page
+        return reason
+
+
+def _csrf_failure(request: HttpRequest) -> str | None:
+    return _CsrfCheck(lambda r: None).process_view(request, None, (), {})
+
+
+def v1_caller(request: HttpRequest) -> Caller:
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise OpenAIError("The Authorization header must be 'Bearer <API key>'.", status=401,
+                              code="invalid_api_key")
+        try:
+            key = api_key_verify(raw_key=token.strip())
+        except ApplicationError as exc:
+            raise OpenAIError(exc.message, status=exc.status, code=exc.code) from None
+        # The hash, not the id: ids can come back after a database reset, hashes do not.
+        return Caller(rate_key=f"key:{key.hashed_key[:24]}", api_key_id=key.pk)
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active:
+        reason = _csrf_failure(request)
+        if reason:
+            raise OpenAIError(f"CSRF check failed: {reason}", status=403, code="csrf_failed")
+        return Caller(rate_key=f"user:{user.pk}", user_id=user.pk)
+    raise OpenAIError("No API key provided: send 'Authorization: Bearer <API key>' (admins create keys at "
+                      "POST /api/keys), or sign in.", status=401, code="missing_api_key")
