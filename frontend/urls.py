@@ -1,3 +1,24 @@
-"""URLs of frontend."""
+"""URLs of the browser pages (mounted at the site root, after /api and /v1)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from . import views
+
+app_name = "frontend"
+
+urlpatterns = [
+    path("login", views.LoginView.as_view(), name="login"),
+    path("logout", views.LogoutView.as_view(), name="logout"),
+    path("", views.home, name="home"),
+    path("projects/<int:project_id>/rank", views.rank, name="rank"),
+    path("projects/<int:project_id>/write", views.write, name="write"),
+    path("manage/projects", views.manage_projects, name="manage_projects"),
+    path("manage/projects/<int:project_id>", views.manage_project, name="manage_project"),
+    path("manage/projects/<int:project_id>/stats", views.manage_project_stats, name="manage_project_stats"),
+    path("manage/annotators", views.manage_annotators, name="manage_annotators"),
+    path("manage/jobs", views.manage_jobs, name="manage_jobs"),
+    path("manage/jobs/<int:job_id>", views.manage_job, name="manage_job"),
+    path("manage/models", views.manage_models, name="manage_models"),
+    path("manage/keys", views.manage_keys, name="manage_keys"),
+    path("playground", views.playground, name="playground"),
+]

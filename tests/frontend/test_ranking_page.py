@@ -1,0 +1,134 @@
+"""The annotator's ranking page in a real browser: keyboard and mouse rankings, a skip, and
+model output that tries to run HTML shown as plain text."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import login
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def shown_ids(page) -> list[int]:
+    """Response ids in the order the page shows them (A, B, C, …): the lease shuffles them."""
+    page.wait_for_selector("#responses .response")
+    return [int(x) for x in page.eval_on_selector_all("#responses .response", "els => els.map(e => e.dataset.id)")]
+
+
+def wait_for_next_task(page, previous_ids: list[int]) -> None:
+    page.wait_for_function(
+        "prev => { const ids = [...document.querySelectorAll('#responses .response')].map(e => Number(e.dataset.id));"
+        " return ids.length && ids.join() !== prev.join() || !document.getElementById('empty').hidden; }",
+        arg=previous_ids)
+
+
+def test_annotator_ranks_by_keyboard_and_mouse_and_skips(page, make_user, make_task, screenshot):
+    from annotate.models import Lease, Pair, Ranking
+    from annotate.services.projects import project_create
+
+    annotator = make_user("rita")
+    project = project_create(name="Helpful answers", guidelines="Prefer **correct** and short answers.",
+                             responses_per_task=3)
+    make_task(project, "What is 2 + 2?", ["It is 4.", "It is 5."])
+    make_task(project, "", ["Paris.", "Lyon, probably.", "The capital of France is **Paris**."],
+              messages=[{"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "Capital of France?"}])
+    make_task(project, "Write a Python hello world.",
+              ["```python\nprint('hello, world')\n```", "Use `echo hello`."])
+    make_task(project, "Name a prime number.", ["9", "7", "It depends."])
+    make_task(project, "Tell me a secret.", ["No.", "I cannot."])
+
+    login(page, "rita")
+    screenshot(page, "01-annotator-home")
+    page.get_by_role("link", name="Rank").click()
+
+    # 1. pairwise by keyboard: B is better
+    ids = shown_ids(page)
+    screenshot(page, "02-rank-pairwise")
+    page.keyboard.press("2")
+    assert page.get_by_role("button", name="B is better").get_attribute("aria-pressed") == "true"
+    page.keyboard.press("Enter")
+    expected = [[[ids[1]], [ids[0]]]]
+
+    # 2. three responses by keyboard: C to the top, then B tied with A below it
+    wait_for_next_task(page, ids)
+    ids = shown_ids(page)
+    assert len(ids) == 3
+    assert page.locator("#prompt .msg.system").inner_text().strip().endswith("Answer briefly.")
+    for key in ["3", "ArrowUp", "ArrowUp", "2", "t"]:
+        page.keyboard.press(key)
+    assert page.locator("#order li").first.get_attribute("data-id") == str(ids[2])
+    screenshot(page, "03-rank-nway-keyboard")
+    page.keyboard.press("Enter")
+    expected.append([[ids[2]], [ids[0], ids[1]]])
+
+    # 3. pairwise by keyboard, A better, flagged unsafe with a rationale
+    wait_for_next_task(page, ids)
+    ids = shown_ids(page)
+    assert page.locator("#responses pre code").count() >= 1 or page.locator("#responses code").count() >= 1
+    page.keyboard.press("1")
+    page.keyboard.press("u")
+    page.keyboard.press("/")
+    page.keyboard.type("the other one is not Python")
+    page.keyboard.press("Control+Enter")
+    expected.append([[ids[0]], [ids[1]]])
+
+    # 4. three responses by mouse: drag the last one to the top, click Submit
+    wait_for_next_task(page, ids)
+    ids = shown_ids(page)
+    order = page.locator("#order li")
+    order.nth(2).drag_to(order.nth(0), target_position={"x": 20, "y": 3})
+    page.wait_for_function("id => document.querySelector('#order li').dataset.id === String(id)", arg=ids[2])
+    screenshot(page, "04-rank-nway-dragged")
+    current = [int(x) for x in page.eval_on_selector_all("#order li", "els => els.map(e => e.dataset.id)")]
+    page.get_by_role("button", name="Submit").click()
+    expected.append([[x] for x in current])
+    assert current[0] == ids[2]
+
+    # 5. skip with a reason
+    wait_for_next_task(page, ids)
+    skipped_ids = shown_ids(page)
+    page.get_by_role("button", name="Skip").click()
+    page.get_by_label("The prompt is unclear").check()
+    screenshot(page, "05-rank-skip-dialog")
+    page.get_by_role("button", name="Skip task").click()
+    page.wait_for_selector("#empty:not([hidden])")
+    screenshot(page, "06-rank-nothing-left")
+
+    rankings = list(Ranking.objects.filter(annotator=annotator).order_by("id"))
+    assert [r.groups for r in rankings] == expected
+    assert rankings[2].flags == ["unsafe"] and rankings[2].rationale == "the other one is not Python"
+    assert all(r.time_spent_ms is not None and r.time_spent_ms > 0 for r in rankings)
+    skips = list(Lease.objects.filter(annotator=annotator, status=Lease.Status.SKIPPED))
+    assert len(skips) == 1 and skips[0].skip_reason == "The prompt is unclear"
+    assert sorted(skips[0].shown_order) == sorted(skipped_ids)
+    assert Pair.objects.filter(annotator=annotator).count() == 1 + 2 + 1 + 3
+
+    page.goto("/")
+    assert "4" in page.locator(".cards .stat").first.inner_text()
+
+
+def test_model_output_with_html_is_shown_as_text(page, make_user, make_task, screenshot):
+    from annotate.services.projects import project_create
+
+    make_user("sam")
+    project = project_create(name="Hostile output")
+    script = "<script>window.__pwned = 'script'</script>"
+    image = "<img src=x onerror=\"window.__pwned = 'img'\">"
+    make_task(project, "Say something <b>bold</b>", [f"Here: {script}", f"And {image} done\n\n# Heading\n\n`<i>code</i>`"])
+
+    login(page, "sam")
+    page.goto(f"/projects/{project.pk}/rank")
+    page.wait_for_selector("#responses .response")
+    page.wait_for_timeout(300)  # give anything that was injected a moment to run
+    screenshot(page, "07-rank-hostile-output")
+
+    assert page.evaluate("window.__pwned") is None
+    texts = page.locator("#responses .response .body").all_inner_texts()
+    joined = "\n".join(texts)
+    assert script in joined and image in joined
+    assert "<i>code</i>" in joined
+    assert page.locator("#responses script, #responses img, #responses [onerror]").count() == 0
+    assert page.locator("#responses h1").inner_text() == "Heading"  # Markdown still renders
+    assert "<b>bold</b>" in page.locator("#prompt").inner_text()
