@@ -1,0 +1,307 @@
+"""PPO stage, following the project's PPO checklist: policy with a value head (or a critic from the
+reward model), frozen reference, per-token KL penalty with a fixed or adaptive coefficient, GAE,
+clipped losses, whitening, the missing-EOS penalty, per-step metrics with alarms, and resume.
+
+TRL 1.16 no longer ships a PPO trainer, so this loop is ours; it shares sampling, data, losses and
+checkpoints with the other stages.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhf.checkpoints import (
+    data_summary,
+    load_training_state,
+    rng_state,
+    save_model_dir,
+    save_training_state,
+    set_rng_state,
+)
+from rlhf.lora import LoraOptions, apply_lora, is_peft, lora_options
+from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, ppo_value_loss
+from rlhf.models import (
+    PolicyWithValue,
+    autocast,
+    load_policy,
+    load_reward_model,
+    policy_logits_for_response,
+    resolve_device,
+    response_logprobs,
+)
+from rlhf.rollout import Rollout, add_advantages, collect_rollout, critic_values
+from rlhf.sampling import SamplingConfig, make_generator
+from rlhf.scorers import Scorer, get_scorer
+from rlhf.tokenization import encode_prompt, eos_token_ids
+from rlhf.training import OnStep, ShouldStop, StageResult, make_optimizer, optimizer_step, out_path
+
+
+def _rollout_sampling() -> SamplingConfig:
+    # Sample from the full distribution (no top-p) so the log-probs PPO optimises are the ones the
+    # sampler used; temperature 0.7 as in the N+ reproduction.
+    return SamplingConfig(strategy="multinomial", temperature=0.7, max_new_tokens=64)
+
+
+@dataclass
+class PPOConfig:
+    iterations: int = 20  # rollout + update cycles
+    rollout_batch_size: int = 8  # prompts sampled per iteration (>= 8 so whitening is stable)
+    mini_batch_size: int = 4  # rollouts per optimizer step
+    ppo_epochs: int = 4  # passes over each rollout batch, reshuffled each time
+    learning_rate: float = 3e-6  # N+ value for 1B models; tiny test models need far more
+    warmup_ratio: float = 0.0  # then linear decay to 0 over all updates
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    adam_eps: float = 1e-5  # the checklist's AdamW epsilon for PPO
+    max_grad_norm: float = 1.0  # gradient clipping by global norm
+    sampling: SamplingConfig | dict = field(default_factory=_rollout_sampling)  # rollout sampling
+    max_length: int = 512  # prompt tokens kept = max_length - max_new_tokens (cut from the left)
+    kl_coef: float = 0.05  # beta of the per-token KL penalty (start value when adaptive)
+    kl_target: float | None = None  # set (e.g. 6.0 nats) for an adaptive beta; None keeps it fixed
+    kl_horizon: int = 10_000  # adaptive controller horizon, in samples
+    kl_estimator: str = "k1"  # k1 (log-ratio, as in the reward) | k3 | abs
+    gamma: float = 1.0  # discount; 1 as episodes are short and end at EOS
+    lam: float = 0.95  # GAE lambda
+    cliprange: float = 0.2  # policy ratio clip
+    cliprange_value: float = 0.2  # value clip around the old values
+    vf_coef: float = 0.1  # value-loss weight
+    whiten_rewards: bool = True  # scale-only whitening of per-token rewards (skipped below 8 rollouts)
+    normalize_scores: bool = True  # reward-model scores -> (s - mean) / std with the saved stats
+    missing_eos_penalty: float | None = -1.0  # score given to responses without EOS (None: off)
+    critic: str = "head"  # head: value head on the policy | reward_model: separate critic from the RM
+    save_every: int = 5  # iterations between resumable states (0: only on cancel)
+    sample_responses: int = 2  # responses logged in each step's metrics
+    kl_alarm: float = 20.0  # alarm when mean sequence KL exceeds this many nats
+    seed: int = 0  # seeds data order, value head and sampling
+    precision: str = "bf16"  # autocast for forward passes (weights stay fp32)
+    device: str | None = None  # None picks cuda when available
+    wrap_plain_prompts: bool = True  # plain-string prompts become a user turn of the chat template
+    lora: LoraOptions | dict | None = None  # with LoRA the reference is the base with the adapter off
+
+    def sampling_config(self) -> SamplingConfig:
+        cfg = self.sampling if isinstance(self.sampling, SamplingConfig) else SamplingConfig(**self.sampling)
+        return cfg.validate()
+
+
+class KLController:
+    """Fixed beta, or the adaptive proportional controller of Ziegler et al. towards a KL target."""
+
+    def __init__(self, coef: float, target: float | None, horizon: int):
+        self.coef, self.target, self.horizon = coef, target, horizon
+
+    def update(self, kl: float, n_samples: int) -> None:
+        if self.target is None:
+            return
+        error = max(-0.2, min(0.2, kl / self.target - 1))
+        self.coef *= 1 + error * n_samples / self.horizon
+
+
+def _alarms(m: dict[str, Any], first: dict[str, Any] | None, config: PPOConfig) -> list[str]:
+    """Named warnings for the signs of a broken run listed in the checklist."""
+    alarms = []
+    if m["kl"] > config.kl_alarm:
+        alarms.append("kl_spike")
+    if m["ratio_max"] > 10:
+        alarms.append("ratio_explosion")
+    if first and m["response_length"] < 0.25 * first["response_length"]:
+        alarms.append("length_collapse")
+    if first and m["entropy"] < 0.1 * first["entropy"]:
+        alarms.append("entropy_collapse")
+    if m["distinct_token_ratio"] < 0.1:
+        alarms.append("repetition")
+    return alarms
+
+
+def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig, temperature: float,
+            params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, shuffle: torch.Generator,
+            ctx: Any) -> dict[str, float]:
+    """ppo_epochs passes of shuffled minibatches over one rollout batch; mean statistics."""
+    B, T = rollout.response_ids.shape
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(config.ppo_epochs):
+        order = torch.randperm(B, generator=shuffle)
+        for start in range(0, B, config.mini_batch_size):
+            mb = order[start:start + config.mini_batch_size].to(rollout.input_ids.device)
+            mask = rollout.response_mask[mb]
+            with ctx():
+                logits, values = critic_values(actor, critic, rollout.input_ids[mb], rollout.attention_mask[mb], T)
+            logprobs = response_logprobs(logits, rollout.response_ids[mb], temperature)
+            pg_loss, pg = ppo_policy_loss(logprobs, rollout.logprobs[mb], rollout.advantages[mb], mask, config.cliprange)
+            vf_loss, vf = ppo_value_loss(values.float(), rollout.values[mb], rollout.returns[mb], mask,
+                                         config.cliprange_value)
+            grad_norm = optimizer_step(pg_loss + config.vf_coef * vf_loss, params, optimizer, scheduler,
+                                       config.max_grad_norm)
+            with torch.no_grad():
+                entropy = masked_mean(entropy_from_logits(logits.detach() / temperature), mask).item()
+            step = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
+                    "grad_norm": grad_norm, **pg, **vf}
+            for k, v in step.items():
+                sums[k] = max(sums.get(k, v), v) if k == "ratio_max" else sums.get(k, 0.0) + v
+            count += 1
+    return {k: (v if k == "ratio_max" else v / count) for k, v in sums.items()}
+
+
+def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward_model: str | Path | None,
+              out_dir: str | Path, scorer: str | dict | Scorer | None = None, on_step: OnStep | None = None,
+              should_stop: ShouldStop | None = None) -> StageResult:
+    """PPO on prompts [{"prompt", "reference"?}] from the `policy` directory (usually the SFT model),
+    rewarded by the reward model directory or by a scorer; the policy is saved to out_dir.
+
+    Resumable: the state is saved every `save_every` iterations and on cancel under out_dir, and a
+    call with the same out_dir continues from it.
+    """
+    if (reward_model is None) == (scorer is None):
+        raise ValueError("give exactly one of reward_model (a directory) and scorer")
+    if config.critic == "reward_model" and reward_model is None:
+        raise ValueError("critic='reward_model' needs a reward model to initialise the critic from")
+    if not prompts:
+        raise ValueError("no prompts")
+    sampling = config.sampling_config()
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    model, tokenizer = load_policy(policy, device=str(device))  # eval mode: dropout stays off in RL
+    lora = lora_options(config.lora)
+    if lora is not None:
+        model = apply_lora(model, lora)
+    actor = PolicyWithValue(model).to(device)
+    rm = load_reward_model(reward_model, device=str(device)) if reward_model is not None else None
+    the_scorer = get_scorer(scorer) if scorer is not None else None
+    critic = None
+    if config.critic == "reward_model":
+        critic = copy.deepcopy(rm.model)
+    elif config.critic != "head":
+        raise ValueError(f"critic must be 'head' or 'reward_model', got {config.critic!r}")
+    reference = _reference_fn(model, lora is not None)
+    params = [p for p in actor.parameters() if p.requires_grad]
+    if critic is not None:
+        actor.value_head.requires_grad_(False)
+        params = [p for p in params if all(p is not q for q in actor.value_head.parameters())]
+        params += [p for p in critic.parameters() if p.requires_grad]
+    n_mb = -(-config.rollout_batch_size // config.mini_batch_size)
+    optimizer, scheduler = make_optimizer(params, config, config.iterations * config.ppo_epochs * n_mb)
+    generator = make_generator(config.seed, device)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    data_rng = random.Random(config.seed)
+    kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
+    max_prompt = max(1, config.max_length - sampling.max_new_tokens)
+    eos_ids = eos_token_ids(tokenizer, model)
+    order: list[int] = []
+    history: list[dict[str, Any]] = []
+    start_iter = 0
+
+    state = load_training_state(out_dir) if Path(out_dir).exists() else None
+    if state is not None:
+        actor.load_state_dict(state["actor"])
+        if critic is not None:
+            critic.load_state_dict(state["critic"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        kl_ctl.coef = state["kl_coef"]
+        generator.set_state(state["sampling_rng"])
+        shuffle.set_state(state["shuffle_rng"])
+        data_rng.setstate(state["data_rng"])
+        set_rng_state(state["rng"])
+        order, history, start_iter = state["order"], state["history"], state["iteration"]
+
+    def save_state(iteration: int) -> None:
+        save_training_state(out_dir, {
+            "actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "kl_coef": kl_ctl.coef,
+            "sampling_rng": generator.get_state(), "shuffle_rng": shuffle.get_state(),
+            "data_rng": data_rng.getstate(), "rng": rng_state(), "order": order, "history": history,
+            "iteration": iteration})
+
+    def ctx() -> Any:
+        return autocast(device, config.precision)
+
+    first = history[0] if history else None
+    for iteration in range(start_iter, config.iterations):
+        if should_stop is not None and should_stop():
+            save_state(iteration)
+            return StageResult(None, history[-1] if history else {}, history, cancelled=True)
+        t0 = time.perf_counter()
+        picked = []
+        for _ in range(config.rollout_batch_size):
+            if not order:
+                order = list(range(len(prompts)))
+                data_rng.shuffle(order)
+            picked.append(prompts[order.pop()])
+        prompt_texts = [p["prompt"] for p in picked]
+        prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
+                      for p in prompt_texts]
+        rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
+                                  prompts=prompt_texts, prompt_ids=prompt_ids,
+                                  references=[p.get("reference") for p in picked], sampling=sampling,
+                                  generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
+                                  config=config, autocast_ctx=ctx)
+        beta = kl_ctl.coef
+        add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
+                       lam=config.lam, whiten_rewards=config.whiten_rewards)
+        t_update = time.perf_counter()
+        stats = _update(actor, critic, rollout, config, sampling.temperature, params, optimizer, scheduler,
+                        shuffle, ctx)
+        t_end = time.perf_counter()
+        metrics = _iteration_metrics(iteration, rollout, stats, beta, picked, config, scheduler)
+        metrics.update(rollout.timings, time_update_s=t_end - t_update, iteration_time_s=t_end - t0)
+        metrics["tokens_per_s"] = metrics["response_tokens"] / max(t_end - t0, 1e-9)
+        first = first or metrics
+        metrics["alarms"] = _alarms(metrics, first, config)
+        kl_ctl.update(metrics["kl"], config.rollout_batch_size)
+        history.append(metrics)
+        if on_step is not None:
+            on_step(dict(metrics))
+        if config.save_every and (iteration + 1) % config.save_every == 0 and iteration + 1 < config.iterations:
+            save_state(iteration + 1)
+
+    final = history[-1] if history else {}
+    saved = save_model_dir(actor.policy, tokenizer, out_path(out_dir), stage="ppo", config=config,
+                           metrics=final, base=str(policy),
+                           summary=data_summary(prompts, reward_model=str(reward_model) if reward_model else None,
+                                                scorer=scorer if isinstance(scorer, str | dict) else None),
+                           extra_json={"history.json": history},
+                           merge_lora=lora.merge if lora else True)
+    return StageResult(str(saved), final, history)
+
+
+def _reference_fn(model: Any, with_lora: bool) -> Any:
+    """Reference logits: the base with the adapter switched off under LoRA (one copy of the weights
+    serves both), otherwise a frozen copy of the starting policy."""
+    if with_lora and is_peft(model):
+        def ref(ids: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+            with model.disable_adapter():
+                return policy_logits_for_response(model, ids, mask, length)
+        return ref
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    return lambda ids, mask, length: policy_logits_for_response(frozen, ids, mask, length)
+
+
+def _iteration_metrics(iteration: int, rollout: Rollout, stats: dict[str, float], beta: float,
+                       picked: list[dict], config: PPOConfig, scheduler: Any) -> dict[str, Any]:
+    mask = rollout.response_mask
+    seq_kl = rollout.kl.sum(-1)  # [B]
+    lengths = mask.sum(-1).float()
+    tokens = rollout.response_ids[mask.bool()]
+    score = rollout.scores.float()
+    return {
+        "iteration": iteration + 1, "total_iterations": config.iterations, "step": iteration + 1,
+        "score": rollout.raw_scores.float().mean().item(), "score_std": rollout.raw_scores.float().std().item(),
+        "reward": score.mean().item(), "kl": seq_kl.mean().item(), "kl_coef": beta,
+        "objective": (score - beta * seq_kl.cpu()).mean().item(),
+        "response_length": lengths.mean().item(), "response_tokens": int(lengths.sum()),
+        "eos_rate": rollout.ended_with_eos.float().mean().item(),
+        "distinct_token_ratio": (tokens.unique().numel() / max(tokens.numel(), 1)) if tokens.numel() else 0.0,
+        "logprob_gap": rollout.logprob_gap, "lr": scheduler.get_last_lr()[0],
+        "value_mean": masked_mean(rollout.values, mask).item(),
+        **stats,
+        "samples": [{"prompt": p["prompt"], "response": t, "score": s}
+                    for p, t, s in zip(picked, rollout.texts, rollout.raw_scores.tolist(), strict=True)
+                    ][: config.sample_responses],
+    }

@@ -1,0 +1,144 @@
+"""PPO on a tiny model: learning a verifiable reward with bounded KL, resume, LoRA reference, critic
+from the reward model; and the scorers."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from rlhf_testkit import WORDS, save_tiny_base
+
+from rlhf.checkpoints import TRAINING_STATE_DIR
+from rlhf.models import load_policy
+from rlhf.ppo import KLController, PPOConfig, train_ppo
+from rlhf.scorers import SCORERS, Contains, ExactMatch, NumericAnswer, RegexMatch, get_scorer, register_scorer
+from rlhf.sft import SFTConfig, train_sft
+
+OTHER = [w for w in WORDS if w != "yes"]
+
+
+def test_scorers():
+    assert ExactMatch()("q", "  Paris. ", "paris") == 1.0
+    assert ExactMatch()("q", "Lyon", "paris") == 0.0
+    assert NumericAnswer()("2+2?", "so the answer is 4.", "4") == 1.0
+    assert NumericAnswer()("q", "1,234.5 total", "1234.5") == 1.0
+    assert NumericAnswer()("q", "5", "4") == 0.0 and NumericAnswer()("q", "none", "4") == 0.0
+    assert RegexMatch(r"^yes")("q", "Yes indeed", None) == 1.0
+    assert RegexMatch()("q", "code 42", r"\d+") == 1.0
+    assert Contains("yes")("q", "oh YES", None) == 1.0
+    assert isinstance(get_scorer({"scorer": "numeric"}), NumericAnswer)
+    assert get_scorer({"name": "regex", "pattern": "a+"})("q", "baa", None) == 1.0
+    with pytest.raises(ValueError, match="unknown scorer"):
+        get_scorer("nope")
+    register_scorer("always_one", lambda: (lambda p, r, ref: 1.0))
+    assert get_scorer("always_one")("q", "x", None) == 1.0
+    del SCORERS["always_one"]
+
+
+def test_adaptive_kl_controller_moves_towards_target():
+    ctl = KLController(0.1, target=6.0, horizon=100)
+    ctl.update(12.0, 10)  # KL too high: beta grows (error clipped at +0.2)
+    assert ctl.coef == pytest.approx(0.1 * 1.02)
+    ctl.update(0.0, 10)
+    assert ctl.coef == pytest.approx(0.1 * 1.02 * 0.98)
+    fixed = KLController(0.1, None, 100)
+    fixed.update(100.0, 10)
+    assert fixed.coef == 0.1
+
+
+@pytest.fixture(scope="module")
+def sft_policy(tmp_path_factory):
+    """A tiny model taught to answer with two or three words, half the time including "yes"."""
+    tmp = tmp_path_factory.mktemp("ppo")
+    base = save_tiny_base(tmp / "base")
+    rng = random.Random(0)
+    data = []
+    for i in range(64):
+        words = rng.sample(OTHER, 2)
+        if i % 2 == 0:
+            words.insert(rng.randrange(3), "yes")
+        data.append({"prompt": " ".join(rng.sample(OTHER, 3)), "response": " ".join(words)})
+    cfg = SFTConfig(learning_rate=1e-2, epochs=6, batch_size=8, eval_fraction=0, precision="fp32", device="cpu")
+    return train_sft(cfg, data, base, tmp / "sft").out_dir
+
+
+def prompts(n: int = 64) -> list[dict]:
+    rng = random.Random(1)
+    return [{"prompt": " ".join(rng.sample(OTHER, 3))} for _ in range(n)]
+
+
+def ppo_config(**overrides) -> PPOConfig:
+    kwargs = dict(iterations=20, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, learning_rate=3e-3,
+                  precision="fp32", device="cpu", kl_coef=0.05,
+                  sampling={"strategy": "multinomial", "temperature": 1.0, "max_new_tokens": 8})
+    kwargs.update(overrides)
+    return PPOConfig(**kwargs)
+
+
+YES = {"scorer": "contains", "text": "yes"}
+
+
+@pytest.mark.slow
+def test_ppo_raises_a_verifiable_reward_with_bounded_kl(sft_policy, tmp_path):
+    seen = []
+    result = train_ppo(ppo_config(), prompts(), sft_policy, None, tmp_path / "ppo", scorer=YES, on_step=seen.append)
+    scores = [m["score"] for m in result.history]
+    assert len(seen) == 20 and not result.cancelled
+    assert sum(scores[-5:]) / 5 >= sum(scores[:3]) / 3 + 0.25, scores
+    assert max(m["kl"] for m in result.history) < 10
+    first = result.history[0]
+    assert abs(first["kl"]) < 1e-4  # the policy starts as the reference
+    assert first["logprob_gap"] < 1e-4  # recomputed log-probs match the sampler's
+    for key in ("objective", "entropy", "approx_kl", "clip_frac", "value_loss", "response_length", "eos_rate",
+                "samples", "alarms", "time_generate_s", "time_score_s", "time_update_s"):
+        assert key in first
+    assert not (tmp_path / "ppo" / TRAINING_STATE_DIR).exists()
+    model, tok = load_policy(result.out_dir)
+    assert tok.pad_token_id != tok.eos_token_id
+
+
+def test_ppo_resumes_exactly_where_it_stopped(sft_policy, tmp_path):
+    cfg = ppo_config(iterations=4, rollout_batch_size=8, mini_batch_size=4, save_every=0)
+    straight = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "straight", scorer=YES)
+
+    calls = []
+    cut = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "resumed", scorer=YES, on_step=calls.append,
+                    should_stop=lambda: len(calls) >= 2)
+    assert cut.cancelled and len(cut.history) == 2
+    assert (tmp_path / "resumed" / TRAINING_STATE_DIR / "state.pt").is_file()
+    resumed = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "resumed", scorer=YES, on_step=calls.append)
+    assert [m["iteration"] for m in calls] == [1, 2, 3, 4]
+    assert [m["score"] for m in resumed.history] == [m["score"] for m in straight.history]
+    a, _ = load_policy(straight.out_dir)
+    b, _ = load_policy(resumed.out_dir)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_ppo_with_lora_uses_the_base_as_reference(sft_policy, tmp_path):
+    cfg = ppo_config(iterations=2, rollout_batch_size=8, mini_batch_size=8, learning_rate=1e-2,
+                     lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    result = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "ppo", scorer=YES)
+    assert abs(result.history[0]["kl"]) < 1e-4  # adapter starts at zero: policy == base
+    assert result.history[1]["kl"] != 0.0
+    merged, _ = load_policy(result.out_dir)
+    base, _ = load_policy(sft_policy)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged.state_dict()[q], base.state_dict()[q])
+    k = "model.layers.0.self_attn.k_proj.weight"
+    assert torch.equal(merged.state_dict()[k], base.state_dict()[k])
+
+
+def test_ppo_with_reward_model_and_its_critic(sft_policy, tmp_path):
+    from rlhf.models import load_reward_model
+
+    rm = load_reward_model(sft_policy)
+    rm_dir = tmp_path / "rm"
+    rm.model.save_pretrained(rm_dir)
+    rm.tokenizer.save_pretrained(rm_dir)
+    cfg = ppo_config(iterations=2, rollout_batch_size=8, mini_batch_size=4, critic="reward_model")
+    result = train_ppo(cfg, prompts(), sft_policy, rm_dir, tmp_path / "ppo")
+    assert len(result.history) == 2 and result.out_dir
+    with pytest.raises(ValueError, match="exactly one"):
+        train_ppo(cfg, prompts(), sft_policy, rm_dir, tmp_path / "x", scorer=YES)
