@@ -1,0 +1,81 @@
+"""Fixtures of the model API tests: two tiny policies (built once per run), a demo project serving
+one of them, API keys, and a clean model cache per test."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.tiny_model import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """An artifacts root with two tiny policies that answer differently (different init seeds)."""
+    root = tmp_path_factory.mktemp("serving-artifacts")
+    build_tiny_model(root / "policies" / "a", seed=0)
+    build_tiny_model(root / "policies" / "b", seed=1)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_engine(settings, tiny_artifacts):
+    from worker.serving.engine import loaded_model_cache_clear
+
+    settings.ARTIFACTS_ROOT = tiny_artifacts
+    settings.RLHF_API_RATE_LIMIT = 0
+    loaded_model_cache_clear()
+    yield
+    loaded_model_cache_clear()
+
+
+@pytest.fixture
+def demo(db):
+    """Project "demo" with policy A promoted, and policy B registered beside it."""
+    from annotate.models import Project
+    from worker.models import ModelVersion
+
+    project = Project.objects.create(name="Demo", slug="demo")
+    a = ModelVersion.objects.create(name="policy-a", kind="policy", path="policies/a", source="test",
+                                    project=project, promoted=True)
+    b = ModelVersion.objects.create(name="policy-b", kind="policy", path="policies/b", source="test",
+                                    project=project)
+    return {"project": project, "a": a, "b": b}
+
+
+@pytest.fixture
+def promote():
+    """Make a version its project's served policy (what the registry's promote service does)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from worker.models import ModelVersion
+
+    def run(version) -> None:
+        with transaction.atomic():
+            ModelVersion.objects.filter(project=version.project, kind="policy", promoted=True).update(promoted=False)
+            ModelVersion.objects.filter(pk=version.pk).update(promoted=True, promoted_at=timezone.now())
+
+    return run
+
+
+@pytest.fixture
+def api_key(db, admin_user) -> str:
+    from worker.services.keys import api_key_create
+
+    return api_key_create(name="tests", created_by=admin_user)[1]
+
+
+@pytest.fixture
+def annotator(db, django_user_model):
+    return django_user_model.objects.create_user("ann", password="annotator-pass")
+
+
+@pytest.fixture
+def broken_artifacts(tmp_path, settings):
+    """An artifacts root whose checkpoint directory is empty."""
+    (tmp_path / "policies" / "a").mkdir(parents=True)
+    settings.ARTIFACTS_ROOT = tmp_path
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
