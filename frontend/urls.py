@@ -14,7 +14,6 @@ urlpatterns = [
     path("projects/<int:project_id>/write", views.write, name="write"),
     path("manage/projects", views.manage_projects, name="manage_projects"),
     path("manage/projects/<int:project_id>", views.manage_project, name="manage_project"),
-    path("manage/projects/<int:project_id>/stats", views.manage_project_stats, name="manage_project_stats"),
     path("manage/annotators", views.manage_annotators, name="manage_annotators"),
     path("manage/jobs", views.manage_jobs, name="manage_jobs"),
     path("manage/jobs/<int:job_id>", views.manage_job, name="manage_job"),

@@ -108,15 +108,10 @@ def manage_project(request, project_id: int):
 
 
 @admin_required
-def manage_project_stats(request, project_id: int):
-    project = get_object_or_404(Project, pk=project_id)
-    return _render(request, "manage/stats.html", project=project, page_data=_project_page_data(project))
-
-
-@admin_required
 def manage_annotators(request):
     return _render(request, "manage/annotators.html",
-                   projects=[{"id": p.pk, "name": p.name} for p in project_list()])
+                   projects=[{"id": p.pk, "name": p.name} for p in project_list()],
+                   selected=request.GET.get("project", ""))
 
 
 @admin_required
