@@ -37,8 +37,6 @@ def stage_function(kind: str):
 
 
 def _allowed_types(annotation: Any) -> tuple[type, ...]:
-    if isinstance(annotation, str):  # `from __future__ import annotations` leaves strings
-        annotation = eval(annotation, {"typing": typing}, {})  # noqa: S307 - our own dataclass text
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         out: tuple[type, ...] = ()
@@ -54,6 +52,10 @@ def _allowed_types(annotation: Any) -> tuple[type, ...]:
 
 def _check_fields(cls: type, raw: dict, extra: set[str]) -> tuple[dict, dict[str, str]]:
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    try:  # resolves the string annotations `from __future__ import annotations` leaves
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        hints = {}
     errors: dict[str, str] = {}
     values: dict = {}
     for key, value in raw.items():
@@ -62,10 +64,9 @@ def _check_fields(cls: type, raw: dict, extra: set[str]) -> tuple[dict, dict[str
         if key not in fields:
             errors[key] = f"unknown field; known fields: {', '.join(sorted(fields))}"
             continue
-        try:
-            allowed = _allowed_types(fields[key].type)
-        except Exception:  # an annotation we cannot resolve: let the dataclass judge
-            allowed = (object,)
+        allowed = _allowed_types(hints[key]) if key in hints else (object,)
+        if any(dataclasses.is_dataclass(t) for t in allowed):
+            allowed += (dict,)  # nested configs (sampling, lora) arrive as JSON objects
         if (value is not None or type(None) not in allowed) and object not in allowed:
             if isinstance(value, bool) and bool not in allowed:
                 ok = False
@@ -98,11 +99,13 @@ def config_validate(kind: str, raw: Any) -> dict:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16:
                 errors[key] = "must be an integer from 1 to 16"
             result[key] = value
-    if kind == "ppo" and "scorer" in raw:
-        from rlhf.scorers import available_scorers
+    if kind == "ppo" and raw.get("scorer") is not None:
+        from rlhf.scorers import get_scorer
 
-        if raw["scorer"] not in available_scorers():
-            errors["scorer"] = f"unknown scorer; one of: {', '.join(sorted(available_scorers()))}"
+        try:
+            get_scorer(raw["scorer"])
+        except (KeyError, ValueError, TypeError) as exc:
+            errors["scorer"] = str(exc).strip("'\"")
         result["scorer"] = raw["scorer"]
     if not errors:
         try:

@@ -39,7 +39,7 @@ def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) ->
         outputs = generate(model, tokenizer, [p.as_messages() for p in chunk], config, n=n)
         for prompt, generations in zip(chunk, outputs, strict=True):
             tasks_create(project=job.project, prompt=prompt, round=round_obj, responses=[
-                {"text": g.text or "(empty response)", "source": "model", "model_version_id": policy.pk,
+                {"text": _storable(g.text), "source": "model", "model_version_id": policy.pk,
                  "model_name": policy.name, "sampling": lineage_sampling}
                 for g in generations])
             created += 1
@@ -48,3 +48,10 @@ def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) ->
     if round_obj is not None:
         round_update(round=round_obj, status=Round.Status.ANNOTATING)
     return {"tasks": created, "responses": created * n, "policy": policy.pk}
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; a byte-level model can emit it. Empty output is kept
+    visible to annotators as such rather than as a blank card."""
+    text = text.replace("\x00", "\ufffd")
+    return text if text.strip() else "(empty response)"

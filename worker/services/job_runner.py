@@ -176,9 +176,7 @@ def _run_ppo(job: TrainingJob, reporter: JobReporter) -> dict:
     reward_id = job.inputs.get("reward_model")
     extra: dict = {"reward_model": _path(ModelVersion.objects.get(pk=reward_id)) if reward_id else None}
     if job.config.get("scorer"):
-        from rlhf.scorers import get_scorer
-
-        extra["scorer"] = get_scorer(job.config["scorer"])
+        extra["scorer"] = job.config["scorer"]  # a name or {name, ...}; rlhf builds the scorer
     return _run_stage(job, reporter, rows, kind_out="policy", extra_inputs=extra)
 
 
