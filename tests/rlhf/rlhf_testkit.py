@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import random
 from pathlib import Path
 
 import torch
@@ -66,3 +67,18 @@ def save_tiny_base(path: Path, seed: int = 0, tokenizer=None) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def keyword_pairs(n: int, seed: int, keyword: str = "banana") -> list[dict]:
+    """Synthetic preference: the chosen response mentions the keyword, the rejected one does not."""
+    rng = random.Random(seed)
+    words = [w for w in WORDS if w != keyword]
+    pairs = []
+    for _ in range(n):
+        prompt = " ".join(rng.sample(words, 3))
+        body = rng.sample(words, 4)
+        chosen = body[:]
+        chosen.insert(rng.randrange(5), keyword)
+        rejected = rng.sample(words, 5)
+        pairs.append({"prompt": prompt, "chosen": " ".join(chosen), "rejected": " ".join(rejected)})
+    return pairs

@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from rlhf_testkit import WORDS, save_tiny_base, tiny_causal_lm, tiny_tokenizer
+from rlhf_testkit import WORDS, keyword_pairs, save_tiny_base, tiny_causal_lm, tiny_tokenizer
 
 from rlhf.data import IGNORE, collate_pairs, collate_sft, encode_pair, encode_pair_side
 from rlhf.losses import pairwise_loss
@@ -90,21 +90,6 @@ def test_cancelled_stage_returns_early_and_writes_nothing(tmp_path):
                        on_step=calls.append, should_stop=lambda: len(calls) >= 2)
     assert result.cancelled and result.out_dir is None and len(result.history) == 2
     assert not (tmp_path / "sft").exists()
-
-
-def keyword_pairs(n: int, seed: int, keyword: str = "banana") -> list[dict]:
-    """Synthetic preference: the chosen response mentions the keyword, the rejected one does not."""
-    rng = random.Random(seed)
-    words = [w for w in WORDS if w != keyword]
-    pairs = []
-    for _ in range(n):
-        prompt = " ".join(rng.sample(words, 3))
-        body = rng.sample(words, 4)
-        chosen = body[:]
-        chosen.insert(rng.randrange(5), keyword)
-        rejected = rng.sample(words, 5)
-        pairs.append({"prompt": prompt, "chosen": " ".join(chosen), "rejected": " ".join(rejected)})
-    return pairs
 
 
 @pytest.mark.slow

@@ -1,0 +1,202 @@
+"""Command line: every stage on JSONL files, so the library works without the service.
+
+    python -m rlhf sft --data demos.jsonl --base BASE_DIR --out OUT_DIR [--config cfg.json] [--set k=v]
+    python -m rlhf reward --data pairs.jsonl --base SFT_DIR --out RM_DIR
+    python -m rlhf ppo --data prompts.jsonl --policy SFT_DIR (--reward-model RM_DIR | --scorer numeric) --out DIR
+    python -m rlhf dpo --data pairs.jsonl --policy SFT_DIR --out DIR
+    python -m rlhf generate --model DIR (--prompt TEXT | --data prompts.jsonl) [--strategy top_p ...]
+    python -m rlhf tokenize --model DIR --text TEXT
+    python -m rlhf train-bpe --data corpus.txt --vocab-size 8000 --out DIR
+
+Training stages print one JSON line per step; Ctrl-C cancels between steps (PPO keeps its resumable
+state, so the same command continues the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSONL file; a bad line fails with its line number."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+    return records
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_config(cls: type, config_file: str | None, overrides: list[str]) -> Any:
+    """A config dataclass from an optional JSON file plus key=value overrides (values as JSON)."""
+    values: dict[str, Any] = json.loads(Path(config_file).read_text()) if config_file else {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        values[key] = _parse_value(value)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SystemExit(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
+    return cls(**values)
+
+
+def _print_step(metrics: dict) -> None:
+    print(json.dumps(metrics, default=str), flush=True)
+
+
+class _Interrupt:
+    """Ctrl-C asks the stage to stop at the next step boundary instead of killing it mid-write;
+    the previous handler comes back when the stage ends."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, *_: Any) -> None:
+        self.stop = True
+        print("stopping after this step ...", file=sys.stderr, flush=True)
+
+    def __call__(self) -> bool:
+        return self.stop
+
+
+def _stage_args(p: argparse.ArgumentParser, model_flag: str) -> None:
+    p.add_argument("--data", required=True, help="JSONL file")
+    p.add_argument(model_flag, required=True, help="Hugging Face model directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--config", help="JSON file with config fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m rlhf", description="RLHF training library")
+    sub = root.add_subparsers(dest="command", required=True)
+    _stage_args(sub.add_parser("sft", help="supervised fine-tuning on demonstrations"), "--base")
+    _stage_args(sub.add_parser("reward", help="train a reward model on pairs"), "--base")
+    ppo = sub.add_parser("ppo", help="PPO against a reward model or a scorer")
+    _stage_args(ppo, "--policy")
+    ppo.add_argument("--reward-model")
+    ppo.add_argument("--scorer", help='scorer name or JSON, e.g. numeric or {"scorer": "regex", "pattern": "^yes"}')
+    _stage_args(sub.add_parser("dpo", help="DPO on pairs"), "--policy")
+    gen = sub.add_parser("generate", help="sample completions")
+    gen.add_argument("--model", required=True)
+    gen.add_argument("--prompt", help="one raw-text prompt")
+    gen.add_argument("--chat", action="store_true", help="send --prompt as a user message (chat template)")
+    gen.add_argument("--data", help='JSONL of {"prompt": ...}')
+    gen.add_argument("--n", type=int, default=1)
+    gen.add_argument("--strategy", default="top_p")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--stop", action="append", default=[])
+    gen.add_argument("--stream", action="store_true", help="print text as it is generated (one prompt)")
+    tok = sub.add_parser("tokenize", help="show the token pieces and ids of a text")
+    tok.add_argument("--model", required=True, help="model or tokenizer directory")
+    tok.add_argument("--text", required=True)
+    bpe = sub.add_parser("train-bpe", help="train a byte-level BPE tokenizer on a text file")
+    bpe.add_argument("--data", required=True, help="text file, one document per line")
+    bpe.add_argument("--vocab-size", type=int, required=True)
+    bpe.add_argument("--out", required=True)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command in ("sft", "reward", "ppo", "dpo"):
+        with _Interrupt() as stop:
+            result = _run_stage(args, stop)
+        print(json.dumps({"out_dir": result.out_dir, "cancelled": result.cancelled, "metrics": result.metrics},
+                         default=str))
+        return 130 if result.cancelled else 0
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "tokenize":
+        from rlhf.models import load_tokenizer
+        from rlhf.tokenization import token_pieces
+
+        print(json.dumps(token_pieces(load_tokenizer(args.model), args.text), ensure_ascii=False))
+        return 0
+    from rlhf.tokenization import train_bpe
+
+    with open(args.data, encoding="utf-8") as fh:
+        tokenizer = train_bpe((line.rstrip("\n") for line in fh), args.vocab_size)
+    tokenizer.save_pretrained(args.out)
+    print(json.dumps({"out_dir": args.out, "vocab_size": len(tokenizer)}))
+    return 0
+
+
+def _run_stage(args: argparse.Namespace, stop: _Interrupt) -> Any:
+    data = read_jsonl(args.data)
+    common = {"on_step": _print_step, "should_stop": stop}
+    if args.command == "sft":
+        from rlhf.sft import SFTConfig, train_sft
+
+        return train_sft(build_config(SFTConfig, args.config, args.set), data, args.base, args.out, **common)
+    if args.command == "reward":
+        from rlhf.reward import RewardConfig, train_reward_model
+
+        return train_reward_model(build_config(RewardConfig, args.config, args.set), data, args.base, args.out,
+                                  **common)
+    if args.command == "dpo":
+        from rlhf.dpo import DPOConfig, train_dpo
+
+        return train_dpo(build_config(DPOConfig, args.config, args.set), data, args.policy, args.out, **common)
+    from rlhf.ppo import PPOConfig, train_ppo
+
+    scorer = _parse_value(args.scorer) if args.scorer else None
+    return train_ppo(build_config(PPOConfig, args.config, args.set), data, args.policy, args.reward_model,
+                     args.out, scorer=scorer, **common)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rlhf.models import load_policy
+    from rlhf.sampling import SamplingConfig, generate, generate_stream
+
+    config = SamplingConfig(strategy=args.strategy, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    if (args.prompt is None) == (args.data is None):
+        raise SystemExit("give exactly one of --prompt and --data")
+    prompts: list[Any] = ([[{"role": "user", "content": args.prompt}] if args.chat else args.prompt]
+                          if args.prompt is not None else [r["prompt"] for r in read_jsonl(args.data)])
+    model, tokenizer = load_policy(args.model)
+    if args.stream:
+        for delta in generate_stream(model, tokenizer, prompts[0], config):
+            print(delta, end="", flush=True)
+        print()
+        return 0
+    for prompt, gens in zip(prompts, generate(model, tokenizer, prompts, config, n=args.n), strict=True):
+        for g in gens:
+            print(json.dumps({"prompt": prompt, **dataclasses.asdict(g)}, ensure_ascii=False))
+    return 0
