@@ -70,6 +70,14 @@ class Env:
     log_level: str  # RLHF_LOG_LEVEL
     cache_url: str  # CACHE_URL: empty = file cache in the data folder; redis://… to share across hosts
     api_rate_limit: int  # RLHF_API_RATE_LIMIT: model API requests per minute per key (0 = unlimited)
+    serving_engine_url: str  # RLHF_SERVING_ENGINE_URL: external OpenAI-compatible engine (vLLM) for /v1
+    serving_engine_model: str  # RLHF_SERVING_ENGINE_MODEL: model name the engine serves (default: checkpoint path)
+    serving_engine_api_key: str  # RLHF_SERVING_ENGINE_API_KEY: bearer key for that engine
+    serving_max_tokens: int  # RLHF_SERVING_MAX_TOKENS: cap on max_tokens per request
+    serving_max_n: int  # RLHF_SERVING_MAX_N: cap on n per request
+    serving_max_batch: int  # RLHF_SERVING_MAX_BATCH: requests batched into one generate call
+    serving_cache_size: int  # RLHF_SERVING_CACHE_SIZE: model versions kept loaded per process
+    serving_device: str  # RLHF_SERVING_DEVICE: torch device for serving (empty: cuda if present, else cpu)
     admin_username: str  # RLHF_ADMIN_USERNAME: account `make run` creates
     admin_password: str  # RLHF_ADMIN_PASSWORD: empty = generate one, print it, keep it in the data folder
 
@@ -128,6 +136,15 @@ def load() -> Env:
         cache_url=_check_url("CACHE_URL", _str("CACHE_URL", ""), ("redis", "rediss"))
         if _str("CACHE_URL", "") else "",
         api_rate_limit=_int("RLHF_API_RATE_LIMIT", 120, minimum=0),
+        serving_engine_url=_check_url("RLHF_SERVING_ENGINE_URL", _str("RLHF_SERVING_ENGINE_URL", ""),
+                                      ("http", "https")) if _str("RLHF_SERVING_ENGINE_URL", "") else "",
+        serving_engine_model=_str("RLHF_SERVING_ENGINE_MODEL", ""),
+        serving_engine_api_key=_str("RLHF_SERVING_ENGINE_API_KEY", ""),
+        serving_max_tokens=_int("RLHF_SERVING_MAX_TOKENS", 2048, minimum=1),
+        serving_max_n=_int("RLHF_SERVING_MAX_N", 16, minimum=1),
+        serving_max_batch=_int("RLHF_SERVING_MAX_BATCH", 8, minimum=1),
+        serving_cache_size=_int("RLHF_SERVING_CACHE_SIZE", 2, minimum=1),
+        serving_device=_str("RLHF_SERVING_DEVICE", ""),
         admin_username=_str("RLHF_ADMIN_USERNAME", "admin"),
         admin_password=_str("RLHF_ADMIN_PASSWORD", ""),
     )

@@ -143,6 +143,14 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                           "LOCATION": str(DATA_DIR / "cache")}}
 RLHF_API_RATE_LIMIT = ENV.api_rate_limit
+RLHF_SERVING_ENGINE_URL = ENV.serving_engine_url
+RLHF_SERVING_ENGINE_MODEL = ENV.serving_engine_model
+RLHF_SERVING_ENGINE_API_KEY = ENV.serving_engine_api_key
+RLHF_SERVING_MAX_TOKENS = ENV.serving_max_tokens
+RLHF_SERVING_MAX_N = ENV.serving_max_n
+RLHF_SERVING_MAX_BATCH = ENV.serving_max_batch
+RLHF_SERVING_CACHE_SIZE = ENV.serving_cache_size
+RLHF_SERVING_DEVICE = ENV.serving_device
 
 RLHF_LEASE_SECONDS = ENV.lease_seconds
 RLHF_WORKER_STALE_SECONDS = ENV.worker_stale_seconds
