@@ -109,7 +109,7 @@ export function showError(box, err) {
   box.append(h("div", {}, err.message || String(err)));
   const lines = err.details && Array.isArray(err.details.errors) ? err.details.errors : null;
   if (lines) {
-    box.append(h("ul", {}, lines.map((e) => h("li", {}, e.line !== undefined ? `line ${e.line}: ${e.error || e.message}` : JSON.stringify(e)))));
+    box.append(h("ul", {}, lines.map((e) => h("li", {}, e.line !== undefined ? `line ${e.line}: ${e.error || e.message}` : e.error || e.message || JSON.stringify(e)))));
   }
 }
 
