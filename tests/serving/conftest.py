@@ -4,18 +4,36 @@ one of them, API keys, and a clean model cache per test."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
-from tests.tiny_model import build_tiny_model
+from tests.tiny_model import build_tiny_tokenizer
+
+
+def build_policy(out_dir: Path, *, seed: int) -> Path:
+    """tests/tiny_model's shape with untied embeddings: a random model with tied ones mostly repeats
+    the last prompt token under greedy decoding, which would make every answer look alike."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok = build_tiny_tokenizer(out_dir)
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory):
     """An artifacts root with two tiny policies that answer differently (different init seeds)."""
     root = tmp_path_factory.mktemp("serving-artifacts")
-    build_tiny_model(root / "policies" / "a", seed=0)
-    build_tiny_model(root / "policies" / "b", seed=1)
+    build_policy(root / "policies" / "a", seed=0)
+    build_policy(root / "policies" / "b", seed=1)
     return root
 
 
@@ -28,6 +46,20 @@ def _fresh_engine(settings, tiny_artifacts):
     loaded_model_cache_clear()
     yield
     loaded_model_cache_clear()
+
+
+@pytest.fixture
+def _server_closes_connections(monkeypatch):
+    """The live server's request threads close their database connections after each request, so
+    the test database can be dropped at the end (persistent connections would outlive the threads)."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+
+
+@pytest.fixture
+def live(live_server, _server_closes_connections):
+    return live_server
 
 
 @pytest.fixture
