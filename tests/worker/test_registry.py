@@ -76,3 +76,18 @@ def test_import_a_model_directory_through_the_api(admin_client, settings, tmp_pa
     assert missing.status_code == 400 and "does not exist" in missing.json()["error"]["message"]
 
 
+
+
+@pytest.mark.django_db
+def test_promoting_the_candidate_approves_the_waiting_round(admin_client):
+    from annotate.models import Round
+    from annotate.services.projects import round_create
+
+    project = project_create(name="Approve", slug="approve")
+    _version(project, "old", promoted=True)
+    candidate = _version(project, "candidate")
+    round_obj = round_create(project=project, status="annotating", settings={
+        "auto": {"enabled": True, "stage": "awaiting_approval", "candidate": candidate.pk}})
+    assert admin_client.post(f"/api/models/{candidate.pk}/promote").status_code == 200
+    round_obj = Round.objects.get(pk=round_obj.pk)
+    assert round_obj.status == "closed" and round_obj.settings["auto"]["approved"] is True

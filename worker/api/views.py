@@ -18,7 +18,7 @@ from ..selectors import job_metric_series
 from ..services.jobs import training_job_cancel, training_job_get, training_job_launch
 from ..services.models import model_version_import
 from ..services.registry import model_version_promote
-from ..services.rounds import round_start
+from ..services.rounds import round_candidate_promoted, round_start
 from . import serializers as s
 
 
@@ -121,6 +121,7 @@ class ModelPromoteView(APIView):
         data = _valid(s.PromoteIn, request.data)
         project = project_get(project_id=data["project"]) if data.get("project") else None
         version = model_version_promote(version=_version(model_id), project=project)
+        round_candidate_promoted(version=version)
         return Response(s.ModelVersionOut(version).data)
 
 

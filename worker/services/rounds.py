@@ -135,3 +135,12 @@ def round_job_finished(*, job: TrainingJob) -> None:
             model_version_promote(version=candidate)
             _set_stage(round_obj, "done", candidate=candidate.pk, evaluation=report)
             round_update(round=round_obj, status=Round.Status.CLOSED)
+
+
+def round_candidate_promoted(*, version: ModelVersion) -> None:
+    """An admin promoting the candidate a round waits on approves it: the round closes."""
+    for round_obj in Round.objects.filter(project_id=version.project_id, status=Round.Status.ANNOTATING):
+        auto = round_obj.settings.get("auto") or {}
+        if auto.get("stage") == "awaiting_approval" and auto.get("candidate") == version.pk:
+            _set_stage(round_obj, "done", approved=True)
+            round_update(round=round_obj, status=Round.Status.CLOSED)
