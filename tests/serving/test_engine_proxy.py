@@ -1,0 +1,97 @@
+"""RLHF_SERVING_ENGINE_URL: /v1 forwards generation to an external OpenAI-compatible engine (a
+stand-in for vLLM here), streaming included, keeping our keys, model names and error shape."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeEngine(BaseHTTPRequestHandler):
+    received: list[tuple[str, dict]] = []
+
+    def do_POST(self):  # noqa: N802 - the http.server hook's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeEngine.received.append((self.path, body))
+        if body.get("max_tokens") == 999:
+            return self._send(400, {"error": {"message": "too long", "type": "invalid_request_error",
+                                              "param": "max_tokens", "code": None}})
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for piece in ("Hel", "lo"):
+                chunk = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            return None
+        return self._send(200, {"object": "chat.completion", "model": body["model"],
+                                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},
+                                             "finish_reason": "stop"}]})
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def engine(settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEngine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeEngine.received = []
+    settings.RLHF_SERVING_ENGINE_URL = f"http://127.0.0.1:{server.server_port}/v1/"
+    yield FakeEngine
+    server.shutdown()
+    server.server_close()
+
+
+def post(body: dict, key: str):
+    return Client().post("/v1/chat/completions", data=json.dumps(body), content_type="application/json",
+                         HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+BODY = {"model": "latest", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+
+
+def test_requests_go_to_the_engine_with_the_checkpoint_as_model(engine, demo, api_key, settings):
+    from worker.serving.engine import loaded_versions
+
+    answer = post(BODY, api_key).json()
+    path, sent = engine.received[0]
+    assert path == "/v1/chat/completions"
+    assert sent["model"] == str(settings.ARTIFACTS_ROOT / "policies" / "a") and sent["max_tokens"] == 5
+    assert answer["choices"][0]["message"]["content"] == "Hello" and answer["model"] == "latest"
+    assert loaded_versions() == []  # nothing was loaded in the web process
+
+
+def test_streams_pass_through(engine, demo, api_key):
+    response = post({**BODY, "stream": True}, api_key)
+    text = b"".join(response.streaming_content).decode()
+    assert response["Content-Type"] == "text/event-stream"
+    assert '"Hel"' in text and '"lo"' in text and text.endswith("data: [DONE]\n\n")
+
+
+def test_engine_errors_and_our_checks(engine, demo, api_key, settings):
+    assert post({**BODY, "max_tokens": 999}, api_key).json()["error"]["param"] == "max_tokens"
+    assert post({**BODY, "model": "nope"}, api_key).status_code == 404
+    assert post(BODY, "rlhf-wrong").status_code == 401
+    assert post({**BODY, "temperature": 9}, api_key).status_code == 400
+    assert len(engine.received) == 1  # only the first reached the engine
+    settings.RLHF_SERVING_ENGINE_URL = "http://127.0.0.1:9/v1"
+    response = post(BODY, api_key)
+    assert response.status_code == 502 and response.json()["error"]["code"] == "engine_unreachable"
