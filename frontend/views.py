@@ -87,7 +87,10 @@ def write(request, project_id: int):
         prompt = Prompt.objects.filter(project=project, pk=int(wanted)).first()
     if prompt is None:
         done = Demonstration.objects.filter(annotator=request.user, project=project).values("prompt_id")
-        prompt = Prompt.objects.filter(project=project).exclude(pk__in=done).order_by("id").first()
+        todo = Prompt.objects.filter(project=project).exclude(pk__in=done).order_by("id")
+        after = request.GET.get("after", "")
+        # "Another prompt" moves past the current one, wrapping round to the first.
+        prompt = (todo.filter(pk__gt=int(after)).first() if after.isdigit() else None) or todo.first()
     data = _project_page_data(project)
     if prompt is not None:
         data["prompt"] = {"id": prompt.pk, "messages": prompt.as_messages()}

@@ -132,3 +132,76 @@ def test_model_output_with_html_is_shown_as_text(page, make_user, make_task, scr
     assert page.locator("#responses script, #responses img, #responses [onerror]").count() == 0
     assert page.locator("#responses h1").inner_text() == "Heading"  # Markdown still renders
     assert "<b>bold</b>" in page.locator("#prompt").inner_text()
+
+
+def test_heartbeats_keep_the_lease_and_an_expired_lease_says_so(page, make_user, make_task, settings, screenshot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotate.models import Lease, Ranking
+    from annotate.services.projects import project_create
+
+    settings.RLHF_LEASE_SECONDS = 3  # heartbeats every 2 s keep it; without them it would lapse
+    annotator = make_user("hal")
+    project = project_create(name="Short leases")
+    make_task(project, "First", ["one", "two"])
+    make_task(project, "Second", ["three", "four"])
+
+    login(page, "hal")
+    page.goto(f"/projects/{project.pk}/rank")
+    ids = shown_ids(page)
+    page.wait_for_timeout(4500)  # longer than the lease: only the heartbeats keep it alive
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    wait_for_next_task(page, ids)
+    assert Ranking.objects.filter(annotator=annotator).count() == 1
+
+    # The lease runs out behind the page's back (the laptop slept): submitting says so plainly.
+    ids = shown_ids(page)
+    Lease.objects.filter(annotator=annotator, status="active").update(expires_at=timezone.now() - timedelta(seconds=1))
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    notice = page.locator("#notice")
+    notice.wait_for()
+    assert "ran out" in notice.inner_text() and "nothing was saved" in notice.inner_text()
+    page.wait_for_function("!document.getElementById('workspace').classList.contains('loading')"
+                           " && !document.querySelector('#pair-choices [aria-pressed=true]')")
+    screenshot(page, "08-rank-lease-expired")
+    assert Ranking.objects.filter(annotator=annotator).count() == 1
+    # The task went back to the pool and came back to the page under a new, live lease.
+    assert Lease.objects.filter(annotator=annotator, status="active", expires_at__gt=timezone.now()).count() == 1
+
+
+def test_writing_mode_and_improving_the_winner(page, make_user, make_task, screenshot):
+    from annotate.models import Demonstration
+    from annotate.services.projects import project_create
+
+    annotator = make_user("wren")
+    project = project_create(name="Writing")
+    task = make_task(project, "Explain `git rebase` briefly.", ["It rewrites history.", "It merges."])
+
+    login(page, "wren")
+    page.goto(f"/projects/{project.pk}/rank")
+    ids = shown_ids(page)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#empty:not([hidden])")
+    page.get_by_role("button", name="Improve the last winner").click()
+    editor = page.get_by_label("Answer (Markdown)")
+    winner_text = page.evaluate("() => document.getElementById('write-text').value")
+    editor.fill(winner_text + " It replays your commits on top of another base.")
+    page.get_by_role("button", name="Save answer").click()
+    page.get_by_text("Answer saved").wait_for()
+    edit = Demonstration.objects.get(annotator=annotator)
+    assert edit.response.parent_response_id == ids[0] and edit.prompt_id == task.prompt_id
+
+    page.goto(f"/projects/{project.pk}/write?prompt={task.prompt_id}")
+    page.get_by_label("Your answer (Markdown)").fill("`git rebase` moves commits onto a new base.\n\n<script>x</script>")
+    page.locator("#preview code").first.wait_for()
+    screenshot(page, "09-writing-mode")
+    assert "<script>x</script>" in page.locator("#preview").inner_text()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_url(f"**/projects/{project.pk}/write")
+    written = Demonstration.objects.filter(annotator=annotator).order_by("id").last()
+    assert written.response.parent_response_id is None and written.response.text.startswith("`git rebase`")

@@ -192,7 +192,7 @@ function startHeartbeat() {
 
 function leaseLost() {
   stopHeartbeat();
-  showNotice("warn", "Your time on that task ran out, so it went back to the pool and nothing was saved for it. Here is a new task.");
+  showNotice("warn", "Your time on that task ran out, so nothing was saved for it and it went back to the pool. The next task is below.");
   loadNext({ keepNotice: true });
 }
 
@@ -201,9 +201,11 @@ async function loadNext({ keepNotice = false } = {}) {
   stopHeartbeat();
   if (!keepNotice) clearNotice();
   state.busy = true;
+  $("workspace").classList.add("loading"); // the old task stays visible, dimmed, until the new one is in
   try {
     const data = await api(`/api/projects/${project.id}/tasks/next`, { method: "POST", body: {} });
     state.busy = false;
+    $("workspace").classList.remove("loading");
     if (!data) {
       state.task = state.lease = null;
       $("workspace").hidden = true;
@@ -226,6 +228,7 @@ async function loadNext({ keepNotice = false } = {}) {
     window.scrollTo({ top: 0 });
   } catch (err) {
     state.busy = false;
+    $("workspace").classList.remove("loading");
     showNotice("error", `Could not load a task: ${err.message}`);
   }
 }
@@ -255,7 +258,7 @@ async function submit() {
     });
     state.done += 1;
     state.last = ranking[0].length === 1 && state.choice !== "bad" ? { prompt: state.prompt, winner } : null;
-    $("edit-winner").hidden = !state.last;
+    $("edit-winner").hidden = $("empty-edit-winner").hidden = !state.last;
     state.busy = false;
     toast("Saved");
     await loadNext();
@@ -323,7 +326,7 @@ $("write-save").addEventListener("click", async () => {
       method: "POST", body: { text, based_on_response: writeTarget.based_on ? writeTarget.based_on.id : null },
     });
     $("write-dialog").close();
-    if (writeTarget.based_on) { state.last = null; $("edit-winner").hidden = true; }
+    if (writeTarget.based_on) { state.last = null; $("edit-winner").hidden = $("empty-edit-winner").hidden = true; }
     toast("Answer saved");
   } catch (err) {
     showError($("write-error"), err);
@@ -334,6 +337,7 @@ const writeIdeal = () => state.task && openWriter({ prompt: state.prompt, based_
 const editWinner = () => state.last && openWriter({ prompt: state.last.prompt, based_on: state.last.winner });
 $("write-ideal").addEventListener("click", writeIdeal);
 $("edit-winner").addEventListener("click", editWinner);
+$("empty-edit-winner").addEventListener("click", editWinner);
 
 // ---- controls and keys ----
 for (const b of document.querySelectorAll("#pair-choices button")) b.addEventListener("click", () => choose(b.dataset.choice));
@@ -352,8 +356,9 @@ document.addEventListener("keydown", (e) => {
   if (document.querySelector("dialog[open]")) return;
   const tag = (e.target.tagName || "").toLowerCase();
   if (tag === "textarea" || (tag === "input" && e.target.type === "text")) return;
-  if (!state.task || state.busy) return;
   const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  if (key === "e" && !state.busy) { e.preventDefault(); editWinner(); return; }
+  if (!state.task || state.busy) return;
   let handled = true;
   if (state.mode === "pair" && (key === "1" || key === "2")) choose(key === "1" ? "A" : "B");
   else if (state.mode === "pair" && key === "t") choose("tie");

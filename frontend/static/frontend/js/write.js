@@ -11,7 +11,7 @@ let pending;
 $("answer").addEventListener("input", () => {
   clearTimeout(pending);
   // Re-render after a short pause, not on every key: long answers stay smooth to type.
-  pending = setTimeout(() => renderMarkdown($("preview"), $("answer").value), 150);
+  pending = setTimeout(() => { renderMarkdown($("preview"), $("answer").value); $("preview").classList.remove("muted"); }, 150);
 });
 
 async function save() {
