@@ -82,19 +82,22 @@ def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None
         # Tasks this annotator ranked, skipped or holds are never theirs again; an expired
         # lease of theirs does not count, the task may come back to them.
         seen = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(status=Lease.Status.EXPIRED)
-        task_id = (
+        expired_mine = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator, status=Lease.Status.EXPIRED)
+        picked = (
             RankingTask.objects.filter(project=project, claimed__lt=F("rankings_needed"))
             .filter(~Exists(seen)).order_by("id")
-            .select_for_update(skip_locked=True).values_list("id", flat=True).first()
+            .select_for_update(skip_locked=True)
+            .values_list("id", Exists(expired_mine)).first()
         )
-        if task_id is None:
+        if picked is None:
             return None
+        task_id, reactivate = picked
         RankingTask.objects.filter(pk=task_id).update(claimed=F("claimed") + 1)
         order = _shuffled_order(task_id)
         expires = now + lease_duration()
-        updated = Lease.objects.filter(task_id=task_id, annotator=annotator, status=Lease.Status.EXPIRED).update(
-            status=Lease.Status.ACTIVE, shown_order=order, expires_at=expires, ended_at=None)
-        if updated:
+        if reactivate:
+            Lease.objects.filter(task_id=task_id, annotator=annotator).update(
+                status=Lease.Status.ACTIVE, shown_order=order, expires_at=expires, ended_at=None)
             return Lease.objects.get(task_id=task_id, annotator=annotator)
         return Lease.objects.create(project=project, task_id=task_id, annotator=annotator, shown_order=order,
                                     expires_at=expires)

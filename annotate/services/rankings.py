@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from config.errors import ApplicationError
 
-from ..models import Lease, Pair, Ranking, RankingTask, TaskResponse
+from ..models import Lease, Pair, Ranking, RankingTask
 from .leases import _own_lease, lease_check_live
 
 
@@ -76,9 +76,10 @@ def ranking_submit(*, task_id: int, lease_id: int, annotator, groups, flags=(), 
     if lease.task_id != task_id:
         raise ApplicationError(f"lease {lease_id} is for task {lease.task_id}, not task {task_id}",
                                code="lease_task_mismatch")
-    task = RankingTask.objects.select_related("project").get(pk=task_id)
-    response_ids = list(TaskResponse.objects.filter(task_id=task_id).values_list("response_id", flat=True))
-    groups = ranking_validate(groups, response_ids=response_ids, allow_ties=task.project.allow_ties)
+    # Row lock on the task (lease first, then task: the order every service uses). The lease
+    # recorded the task's responses when it was handed out, so they need no query here.
+    task = RankingTask.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
+    groups = ranking_validate(groups, response_ids=list(lease.shown_order), allow_ties=task.project.allow_ties)
     flags = _flags_validate(flags)
     if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or time_spent_ms < 0):
         raise ApplicationError("time_spent_ms must be a non-negative integer", code="invalid_ranking")
@@ -92,12 +93,11 @@ def ranking_submit(*, task_id: int, lease_id: int, annotator, groups, flags=(), 
     lease_check_live(lease, now)
 
     # The lease holds one of the task's claimed slots; turning it into a ranking keeps `claimed`
-    # and adds one to `rankings_done` under the row lock the UPDATE takes.
-    slot = RankingTask.objects.select_for_update().values_list("rankings_done", flat=True).get(pk=task_id)
-    done = slot + 1
+    # and fills the next ranking slot.
+    slot = task.rankings_done
     RankingTask.objects.filter(pk=task_id).update(
         rankings_done=F("rankings_done") + 1,
-        completed_at=now if done >= task.rankings_needed else None,
+        completed_at=now if slot + 1 >= task.rankings_needed else None,
     )
     gold_correct = None
     if task.gold_response_id is not None:
