@@ -108,3 +108,24 @@ def test_reward_model_learns_a_synthetic_preference(tmp_path):
     pair = encode_pair(rm.tokenizer, keyword_pairs(1, 7)[0], 128, True)
     c, r = pair_scores(rm.model, collate_pairs([pair], rm.tokenizer.pad_token_id), torch.device("cpu"))
     assert c.item() > r.item()
+
+
+def test_sft_with_lora_saves_an_adapter_or_merged_weights(tmp_path):
+    from rlhf.models import load_policy
+
+    base = save_tiny_base(tmp_path / "base")
+    data = [{"prompt": "say yes", "response": "yes"}] * 8
+    lora = {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"], "merge": False}
+    cfg = SFTConfig(learning_rate=1e-2, batch_size=4, eval_fraction=0, lora=lora, **FAST)
+    adapter = train_sft(cfg, data, base, tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    lora["merge"] = True
+    merged = train_sft(SFTConfig(learning_rate=1e-2, batch_size=4, eval_fraction=0, lora=lora, **FAST), data, base,
+                       tmp_path / "merged")
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    a, _ = load_policy(adapter.out_dir)  # merged on load
+    m, _ = load_policy(merged.out_dir)
+    b, _ = load_policy(base)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.allclose(a.state_dict()[q], m.state_dict()[q], atol=1e-6)
+    assert not torch.equal(m.state_dict()[q], b.state_dict()[q])

@@ -1,0 +1,192 @@
+"""Training throughput on a real model: tokens/s of our SFT, reward-model, DPO and PPO loops, the
+same SFT/reward/DPO work through TRL's trainers for comparison, and bf16 autocast vs fp32.
+
+    .venv/bin/python bench/train_throughput.py                     # small defaults, a few minutes
+    .venv/bin/python bench/train_throughput.py --steps 8 --batch 8 --ppo-iterations 3 --skip-trl
+
+Tokens/s counts the real (non-pad) tokens of the training batches over the time of the optimizer
+steps only (model loading, reference precomputation and saving are excluded, for both sides).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_MODELS = (REPO / "data/artifacts/base/SmolLM2-135M-Instruct", Path("/tmp/smol/out"))
+TOPICS = ["the weather", "a cat", "tea", "trains", "the sea", "music", "bread", "rain", "winter", "books"]
+
+
+def default_model() -> str | None:
+    return next((str(p) for p in DEFAULT_MODELS if (p / "config.json").is_file()), None)
+
+
+def synthetic(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Demonstrations and preference pairs of realistic short-answer length (~60-90 tokens)."""
+    rng = random.Random(seed)
+    demos, pairs = [], []
+    for i in range(n):
+        topic = rng.choice(TOPICS)
+        prompt = f"Write two sentences about {topic}. Request number {i}."
+        good = (f"Here are two sentences about {topic}. It is something many people enjoy on a quiet day, "
+                f"and it often brings back good memories of home.")
+        bad = f"No. {topic} {topic} {topic}."
+        demos.append({"prompt": prompt, "response": good})
+        pairs.append({"prompt": prompt, "chosen": good, "rejected": bad})
+    return demos, pairs
+
+
+def ours(stage: str, model: str, demos: list[dict], pairs: list[dict], args, out: Path, precision: str) -> dict:
+    from rlhf.dpo import DPOConfig, train_dpo
+    from rlhf.reward import RewardConfig, train_reward_model
+    from rlhf.sft import SFTConfig, train_sft
+
+    common = dict(batch_size=args.batch, epochs=1, max_steps=args.steps, eval_fraction=0, precision=precision,
+                  learning_rate=1e-5)
+    if stage == "sft":
+        res = train_sft(SFTConfig(**common), demos[: args.batch * args.steps], model, out / f"sft-{precision}")
+    elif stage == "reward":
+        res = train_reward_model(RewardConfig(**common), pairs[: args.batch * args.steps], model, out / "rm")
+    else:
+        res = train_dpo(DPOConfig(**common), pairs[: args.batch * args.steps], model, out / "dpo")
+    steps = res.history
+    seconds = sum(h["step_time_s"] for h in steps)
+    tokens = sum(h["tokens"] for h in steps)
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "step_s": [round(h["step_time_s"], 2) for h in steps]}
+
+
+def trl_run(stage: str, model_dir: str, demos: list[dict], pairs: list[dict], args, out: Path, tokens: int) -> dict:
+    """The same examples, batch size and steps through TRL's trainer; the timed span is the steps."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+
+    from rlhf.models import load_tokenizer
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+
+    tok = load_tokenizer(model_dir)
+    timer = StepTimer()
+    n = args.batch * args.steps
+    common = dict(output_dir=str(out / f"trl-{stage}"), per_device_train_batch_size=args.batch, max_steps=args.steps,
+                  learning_rate=1e-5, bf16=args.precision == "bf16", use_cpu=True, report_to="none",
+                  logging_steps=1000, save_strategy="no", max_length=512, dataloader_num_workers=0)
+
+    def msgs(text: str, role: str) -> list[dict]:
+        return [{"role": role, "content": text}]
+
+    if stage == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        data = Dataset.from_list([{"prompt": msgs(d["prompt"], "user"), "completion": msgs(d["response"], "assistant")}
+                                  for d in demos[:n]])
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=data, processing_class=tok,
+                             callbacks=[timer])
+    else:
+        data = Dataset.from_list([{"prompt": msgs(p["prompt"], "user"), "chosen": msgs(p["chosen"], "assistant"),
+                                   "rejected": msgs(p["rejected"], "assistant")} for p in pairs[:n]])
+        if stage == "reward":
+            from trl import RewardConfig, RewardTrainer
+
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1)
+            model.config.pad_token_id = tok.pad_token_id
+            trainer = RewardTrainer(model=model, args=RewardConfig(**common), train_dataset=data,
+                                    processing_class=tok, callbacks=[timer])
+        else:
+            from trl import DPOConfig, DPOTrainer
+
+            model = AutoModelForCausalLM.from_pretrained(model_dir)
+            trainer = DPOTrainer(model=model, args=DPOConfig(**common, precompute_ref_log_probs=True),
+                                 train_dataset=data, processing_class=tok, callbacks=[timer])
+    trainer.train()
+    seconds = sum(timer.times)
+    return {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "step_s": [round(t, 2) for t in timer.times]}
+
+
+def ppo(model: str, args, out: Path) -> dict:
+    from rlhf.ppo import PPOConfig, train_ppo
+
+    prompts = [{"prompt": f"Write one sentence about {t}."} for t in TOPICS]
+    cfg = PPOConfig(iterations=args.ppo_iterations, rollout_batch_size=args.rollouts, mini_batch_size=args.rollouts // 2,
+                    ppo_epochs=args.ppo_epochs, precision=args.precision, save_every=0,
+                    sampling={"strategy": "multinomial", "temperature": 0.7, "max_new_tokens": args.new_tokens})
+    # The base model doubles as the reward model (a fresh scalar head): the cost is what we measure.
+    res = train_ppo(cfg, prompts, model, model, out / "ppo")
+    keys = ("iteration_time_s", "time_generate_s", "time_score_s", "time_forward_s", "time_update_s",
+            "response_tokens", "tokens_per_s", "response_length")
+    return {"iterations": [{k: round(h[k], 2) for k in keys} for h in res.history]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=default_model(), help="HF model directory (default: bundled SmolLM2)")
+    ap.add_argument("--steps", type=int, default=3, help="optimizer steps per stage")
+    ap.add_argument("--batch", type=int, default=8, help="examples (pairs) per step")
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--ppo-iterations", type=int, default=2)
+    ap.add_argument("--ppo-epochs", type=int, default=4)
+    ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--stages", default="sft,reward,dpo,ppo,precision")
+    ap.add_argument("--skip-trl", action="store_true")
+    args = ap.parse_args()
+    if not args.model:
+        raise SystemExit("no model: pass --model DIR (a Hugging Face directory)")
+    import torch
+
+    stages = args.stages.split(",")
+    demos, pairs = synthetic(args.batch * args.steps)
+    print(f"model={args.model} torch_threads={torch.get_num_threads()} precision={args.precision} "
+          f"steps={args.steps} batch={args.batch}", flush=True)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for stage in ("sft", "reward", "dpo"):
+            if stage not in stages:
+                continue
+            mine = ours(stage, args.model, demos, pairs, args, out, args.precision)
+            line = f"{stage:7s} ours {mine['tokens_per_s']:8.1f} tok/s ({mine['tokens']} tokens, steps {mine['step_s']})"
+            results[stage] = {"ours": mine}
+            if not args.skip_trl:
+                theirs = trl_run(stage, args.model, demos, pairs, args, out, mine["tokens"])
+                results[stage]["trl"] = theirs
+                line += (f" | TRL {theirs['tokens_per_s']:8.1f} tok/s (steps {theirs['step_s']})"
+                         f" | ours/TRL {mine['tokens_per_s'] / theirs['tokens_per_s']:.2f}x")
+            print(line, flush=True)
+        if "ppo" in stages:
+            results["ppo"] = ppo(args.model, args, out)
+            for it in results["ppo"]["iterations"]:
+                print(f"ppo     iteration {it['iteration_time_s']:.1f}s = generate {it['time_generate_s']:.1f}s"
+                      f" + score {it['time_score_s']:.1f}s + logprobs/values {it['time_forward_s']:.1f}s"
+                      f" + update {it['time_update_s']:.1f}s; {it['response_tokens']} response tokens,"
+                      f" {it['tokens_per_s']:.1f} tok/s", flush=True)
+        if "precision" in stages:
+            fp32 = ours("sft", args.model, demos, pairs, args, out, "fp32")
+            bf16 = results.get("sft", {}).get("ours") if args.precision == "bf16" else None
+            bf16 = bf16 or ours("sft", args.model, demos, pairs, args, out, "bf16")
+            results["precision"] = {"fp32": fp32, "bf16": bf16}
+            print(f"sft     fp32 {fp32['tokens_per_s']:.1f} tok/s, bf16 autocast {bf16['tokens_per_s']:.1f} tok/s:"
+                  f" bf16/fp32 {bf16['tokens_per_s'] / fp32['tokens_per_s']:.2f}x", flush=True)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
