@@ -92,3 +92,17 @@ def test_concurrent_requests_are_batched_and_each_equals_its_single_answer(clien
     assert short == alone_short
     # The six same-config requests ran as one batch; the other config ran on its own.
     assert len(prompts) in loaded.batch_sizes and 1 in loaded.batch_sizes
+
+
+@pytest.mark.django_db
+def test_a_stream_closed_early_stops_decoding_and_frees_the_model(demo):
+    from rlhf.sampling import SamplingConfig
+    from worker.serving.engine import loaded_model_get
+    from worker.serving.resolve import served_model_resolve
+
+    loaded = loaded_model_get(served_model_resolve(model="latest"))
+    deltas = loaded.stream("the quick", SamplingConfig(strategy="greedy", max_new_tokens=200))
+    next(deltas)
+    deltas.close()  # what the server does when the client goes away
+    assert loaded.lock.acquire(timeout=10), "the decode still holds the model"
+    loaded.lock.release()

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -140,7 +140,7 @@ class _Answer:
         choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish_reason}
         return {**self._envelope("text_completion"), "choices": [choice]}
 
-    def stream_events(self, items: Iterator[str | StreamEnd], include_usage: bool) -> Iterator[str]:
+    def stream_events(self, items: Generator[str | StreamEnd], include_usage: bool) -> Iterator[str]:
         try:
             if self.chat:
                 yield _event(self._chunk(None, first=True))
@@ -158,6 +158,8 @@ class _Answer:
             log.exception("model API stream failed")
             yield _event(OpenAIError("The server had an error while generating.", status=500,
                                      code="internal_error").body())
+        finally:
+            items.close()  # a client that went away stops the decode now, not at garbage collection
         yield "data: [DONE]\n\n"
 
 
