@@ -65,7 +65,22 @@ def _shuffled_order(task_id: int) -> list[int]:
     return ids
 
 
+def _pick_open_task(project: Project, annotator, *, skip_locked: bool) -> tuple[int, bool] | None:
+    # Tasks this annotator ranked, skipped or holds are never theirs again; an expired lease of
+    # theirs does not count, the task may come back to them (and that lease row is reused).
+    seen = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(status=Lease.Status.EXPIRED)
+    expired_mine = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator, status=Lease.Status.EXPIRED)
+    return (
+        RankingTask.objects.filter(project=project, claimed__lt=F("rankings_needed"))
+        .filter(~Exists(seen)).order_by("id")
+        .select_for_update(skip_locked=skip_locked)
+        .values_list("id", Exists(expired_mine)).first()
+    )
+
+
 def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None:
+    # First transaction: the live lease, or expiry of stale ones. Committed before a task is
+    # picked, so the pick below holds no other row locks while it may wait.
     with transaction.atomic():
         current = (Lease.objects.select_for_update()
                    .filter(project=project, annotator=annotator, status=Lease.Status.ACTIVE).first())
@@ -79,16 +94,12 @@ def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None
         )
         _expire(stale, now)
 
-        # Tasks this annotator ranked, skipped or holds are never theirs again; an expired
-        # lease of theirs does not count, the task may come back to them.
-        seen = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(status=Lease.Status.EXPIRED)
-        expired_mine = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator, status=Lease.Status.EXPIRED)
-        picked = (
-            RankingTask.objects.filter(project=project, claimed__lt=F("rankings_needed"))
-            .filter(~Exists(seen)).order_by("id")
-            .select_for_update(skip_locked=True)
-            .values_list("id", Exists(expired_mine)).first()
-        )
+    with transaction.atomic():
+        # SKIP LOCKED lets concurrent requests take different tasks instead of queueing on one.
+        # When it finds nothing, the only open tasks may be locked for a moment by a submit or
+        # an expiry; asking again and waiting tells "nothing left" apart from "busy right now".
+        picked = _pick_open_task(project, annotator, skip_locked=True) or _pick_open_task(
+            project, annotator, skip_locked=False)
         if picked is None:
             return None
         task_id, reactivate = picked
