@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Case, Exists, F, OuterRef, Q, When
 from django.utils import timezone
 
 from config.errors import ApplicationError, Conflict, NotFound
@@ -79,20 +79,30 @@ def _pick_open_task(project: Project, annotator, *, skip_locked: bool) -> tuple[
 
 
 def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None:
-    # First transaction: the live lease, or expiry of stale ones. Committed before a task is
-    # picked, so the pick below holds no other row locks while it may wait.
-    with transaction.atomic():
-        current = (Lease.objects.select_for_update()
-                   .filter(project=project, annotator=annotator, status=Lease.Status.ACTIVE).first())
-        if current is not None and current.expires_at > now:
-            return current  # asking again while holding a live lease gives the same task back
-        stale = [(current.pk, current.task_id)] if current is not None else []
-        stale += list(
-            Lease.objects.select_for_update(skip_locked=True)
-            .filter(project=project, status=Lease.Status.ACTIVE, expires_at__lte=now)
-            .exclude(annotator=annotator).order_by("expires_at").values_list("id", "task_id")[:REAP_BATCH]
-        )
-        _expire(stale, now)
+    # One read, outside any transaction: this annotator's active lease and the project's stale
+    # ones (both come from small partial indexes). Most calls find nothing to expire and go
+    # straight to the pick.
+    active = list(
+        Lease.objects.filter(project=project, status=Lease.Status.ACTIVE)
+        .filter(Q(annotator=annotator) | Q(expires_at__lte=now))
+        # Own lease first, so a backlog of stale leases cannot push it out of the batch.
+        .order_by(Case(When(annotator=annotator, then=0), default=1), "expires_at")
+        .values_list("id", "task_id", "annotator_id", "expires_at")[:REAP_BATCH]
+    )
+    mine = [row for row in active if row[2] == annotator.pk]
+    if mine and mine[0][3] > now:
+        return Lease.objects.get(pk=mine[0][0])  # asking again with a live lease: the same task
+    if active:
+        # Expiry in its own transaction, committed before a task is picked, so the pick below
+        # holds no other row locks while it may wait. Locks are taken with SKIP LOCKED and the
+        # rows re-checked: another request may be expiring or submitting the same leases.
+        with transaction.atomic():
+            stale = list(
+                Lease.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=[row[0] for row in active], status=Lease.Status.ACTIVE, expires_at__lte=now)
+                .values_list("id", "task_id")
+            )
+            _expire(stale, now)
 
     with transaction.atomic():
         # SKIP LOCKED lets concurrent requests take different tasks instead of queueing on one.
