@@ -53,8 +53,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(model_dir: Path, scratch: Path, threads: int) -> tuple[subprocess.Popen, str, str]:
-    env = {**os.environ, "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(model_dir.parent),
+def start_service(model_dir: Path, scratch: Path, threads: int, torch_threads: int | None
+                  ) -> tuple[subprocess.Popen, str, str]:
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(torch_threads)} if torch_threads else {}), "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(model_dir.parent),
            "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
            "RLHF_API_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1"}
     env.pop("CACHE_URL", None)
@@ -136,45 +137,47 @@ def server_throughput(url: str, key: str, model: str, clients: int, requests: in
 # ---- transformers' generate, directly -------------------------------------------------------------
 
 
-def direct(model_dir: Path, questions: list[str], clients: int, requests: int, max_tokens: int) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class Direct:
+    """transformers' generate on the same checkpoint in this process: the yardstick."""
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        tokenizer.pad_token = "<|endoftext|>"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    def __init__(self, model_dir: Path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    def run(batch: list[str], new_tokens: int) -> int:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                               add_generation_prompt=True) for q in batch]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None or self.tokenizer.pad_token == self.tokenizer.eos_token:
+            self.tokenizer.pad_token = "<|endoftext|>"
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+        self.run(QUESTIONS[:1], 2)  # warm-up
+
+    def run(self, batch: list[str], new_tokens: int) -> int:
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+                 for q in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with self.torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
         new = out[:, enc["input_ids"].shape[1]:]
-        eos = new == tokenizer.eos_token_id
+        eos = new == tok.eos_token_id
         # Generated tokens up to and including the first EOS, as the service counts them.
         after = (eos.long().cumsum(-1) - eos.long()) > 0
-        return int((~after & (new != tokenizer.pad_token_id)).sum())
+        return int((~after & (new != tok.pad_token_id)).sum())
 
-    run(questions[:1], 2)  # warm-up
-    ttft = []
-    for question in questions:
+    def ttft(self, question: str) -> float:
         start = time.perf_counter()
-        run([question], 1)
-        ttft.append(time.perf_counter() - start)
-    results = {"ttft": ttft}
-    for n in clients_list(clients):
+        self.run([question], 1)
+        return time.perf_counter() - start
+
+    def throughput(self, clients: int, requests: int, max_tokens: int) -> tuple[float, int, float]:
+        """N clients' requests as rounds of one left-padded batch of N prompts."""
         start = time.perf_counter()
         tokens = 0
         for r in range(requests):
-            batch = [QUESTIONS[(i * requests + r) % len(QUESTIONS)] for i in range(n)]
-            tokens += run(batch, max_tokens)
+            tokens += self.run([QUESTIONS[(i * requests + r) % len(QUESTIONS)] for i in range(clients)], max_tokens)
         seconds = time.perf_counter() - start
-        results[n] = (tokens / seconds, tokens, seconds)
-    return results
+        return tokens / seconds, tokens, seconds
 
 
 def clients_list(spec) -> list[int]:
@@ -193,26 +196,40 @@ def main() -> None:
     parser.add_argument("--ttft-requests", type=int, default=4)
     parser.add_argument("--threads", type=int, default=16, help="gunicorn threads of the started server")
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--torch-threads", type=int, help="intra-op threads on both sides (default: torch's "
+                        "choice); 1 is much steadier on a CPU shared with other work")
     args = parser.parse_args()
 
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     proc = None
     scratch = tempfile.TemporaryDirectory(prefix="bench-model-api-")
     url, key = args.url, args.key
+    server: dict = {"ttft": []}
+    base: dict | None = None if args.skip_direct else {"ttft": []}
+    # Server and generate() take turns on each measure, so a change in the machine's load between
+    # measures hits both sides alike (the server idles while generate() runs, and the other way).
     try:
         if url is None:
-            proc, url, key = start_service(args.model_dir.resolve(), Path(scratch.name), args.threads)
-        questions = QUESTIONS[:args.ttft_requests]
+            proc, url, key = start_service(args.model_dir.resolve(), Path(scratch.name), args.threads,
+                                           args.torch_threads)
+        direct = None if base is None else Direct(args.model_dir)
         server_throughput(url, key, args.model, 1, 1, 4)  # loads the model
-        server = {"ttft": server_ttft(url, key, args.model, questions, args.max_tokens)}
+        for question in QUESTIONS[:args.ttft_requests]:
+            server["ttft"] += server_ttft(url, key, args.model, [question], args.max_tokens)
+            if direct:
+                base["ttft"].append(direct.ttft(question))
         for n in clients_list(args.clients):
             server[n] = server_throughput(url, key, args.model, n, args.requests, args.max_tokens)
+            if direct:
+                base[n] = direct.throughput(n, args.requests, args.max_tokens)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-    base = None if args.skip_direct else direct(args.model_dir, questions, args.clients, args.requests,
-                                                args.max_tokens)
-    scratch.cleanup()
+        scratch.cleanup()
 
     print(f"\nmodel {args.model_dir.name}, greedy, max_tokens {args.max_tokens}, {args.requests} request(s) "
           f"per client, torch threads {_threads()}")

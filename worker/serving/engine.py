@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +71,8 @@ class LoadedModel:
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
     _pending: list[_Job] = field(default_factory=list)
     _pending_lock: threading.Lock = field(default_factory=threading.Lock)
-    batch_sizes: list[int] = field(default_factory=list)  # rows of each decode run, for tests and stats
+    # Rows of the recent decode runs, for tests and stats.
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
 
     # ---- budget ---------------------------------------------------------------------------
 
