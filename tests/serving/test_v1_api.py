@@ -197,15 +197,21 @@ def test_key_use_is_recorded(demo, api_key):
     assert APIKey.objects.get().last_used_at is not None
 
 
-def test_browser_session_needs_the_csrf_token(demo, annotator):
+def test_admin_browser_session_needs_the_csrf_token(demo, admin_user):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(annotator)
+    client.force_login(admin_user)
     assert call(client, "/v1/models").status_code == 200  # GET needs no token
     body = {"model": "latest", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
-    assert_openai_error(call(client, "/v1/chat/completions", body), 403)
+    assert assert_openai_error(call(client, "/v1/chat/completions", body), 403)["code"] == "csrf_failed"
     token = "a" * 32  # what the csrftoken cookie holds, sent back in the header as the page's JS does
     client.cookies["csrftoken"] = token
     assert call(client, "/v1/chat/completions", body, HTTP_X_CSRFTOKEN=token).status_code == 200
+
+
+def test_annotator_session_is_403(demo, annotator):
+    client = Client()
+    client.force_login(annotator)
+    assert assert_openai_error(call(client, "/v1/models"), 403)["code"] == "admin_only"
 
 
 def test_rate_limit_is_429_per_key(demo, api_key, admin_user, settings):

@@ -1,5 +1,6 @@
-"""Who calls /v1: an API key (Authorization: Bearer ...) or a signed-in browser session, which must
-then pass Django's CSRF check, as DRF's SessionAuthentication does for /api."""
+"""Who calls /v1: an API key (Authorization: Bearer ...) or an admin's browser session (the
+playground is an admin page), which must then pass Django's CSRF check, as DRF's
+SessionAuthentication does for /api."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
 
+from annotate.roles import is_admin
 from config.errors import ApplicationError
 
 from ..services.keys import api_key_verify
@@ -45,6 +47,9 @@ def v1_caller(request: HttpRequest) -> Caller:
         return Caller(rate_key=f"key:{key.hashed_key[:24]}", api_key_id=key.pk)
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_active:
+        if not is_admin(user):
+            raise OpenAIError("Only admins may call the model API from a browser session; scripts use an "
+                              "API key.", status=403, code="admin_only")
         reason = _csrf_failure(request)
         if reason:
             raise OpenAIError(f"CSRF check failed: {reason}", status=403, code="csrf_failed")

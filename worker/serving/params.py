@@ -130,7 +130,8 @@ def _prompts(body: dict) -> list[str]:
 def generation_request_parse(body: dict, *, chat: bool) -> GenerationRequest:
     """Validate a request body; every problem is a 400 naming the parameter."""
     for name in UNSUPPORTED:
-        if body.get(name) not in (None, False, 0, [], {}):
+        value = body.get(name)
+        if value not in (None, False, 0, [], {}) and not (name == "best_of" and value == 1):
             raise bad_request(f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter")
     for name in ("presence_penalty", "frequency_penalty"):
         if _number(body, name, 0.0, -2.0, 2.0) != 0.0:
