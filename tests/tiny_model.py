@@ -35,7 +35,9 @@ def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 300):
     return fast
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
+def build_tiny_model(out_dir: Path, *, seed: int = 0, tie_embeddings: bool = True) -> Path:
+    """Untie the embeddings where answers must differ between prompts: a random model with tied
+    ones mostly repeats the last prompt token under greedy decoding."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -45,6 +47,6 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=tie_embeddings)
     LlamaForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
     return out_dir

@@ -8,24 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_model import build_tiny_tokenizer
+from tests.tiny_model import build_tiny_model
 
 
 def build_policy(out_dir: Path, *, seed: int) -> Path:
-    """tests/tiny_model's shape with untied embeddings: a random model with tied ones mostly repeats
-    the last prompt token under greedy decoding, which would make every answer look alike."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tiny_tokenizer(out_dir)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
-    LlamaForCausalLM(config).save_pretrained(out_dir)
-    return out_dir
+    return build_tiny_model(out_dir, seed=seed, tie_embeddings=False)
 
 
 @pytest.fixture(scope="session")
@@ -78,16 +65,11 @@ def demo(db):
 
 @pytest.fixture
 def promote():
-    """Make a version its project's served policy (what the registry's promote service does)."""
-    from django.db import transaction
-    from django.utils import timezone
-
-    from worker.models import ModelVersion
+    """Make a version its project's served policy through the registry's promote service."""
+    from worker.services.registry import model_version_promote
 
     def run(version) -> None:
-        with transaction.atomic():
-            ModelVersion.objects.filter(project=version.project, kind="policy", promoted=True).update(promoted=False)
-            ModelVersion.objects.filter(pk=version.pk).update(promoted=True, promoted_at=timezone.now())
+        model_version_promote(version=version)
 
     return run
 

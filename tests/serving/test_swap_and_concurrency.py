@@ -106,3 +106,4 @@ def test_a_stream_closed_early_stops_decoding_and_frees_the_model(demo):
     deltas.close()  # what the server does when the client goes away
     assert loaded.lock.acquire(timeout=10), "the decode still holds the model"
     loaded.lock.release()
+

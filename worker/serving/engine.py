@@ -238,6 +238,10 @@ class _DecodeRecorder:
 _cache: OrderedDict[tuple[int, str], LoadedModel] = OrderedDict()
 _cache_lock = threading.Lock()
 _load_locks: dict[tuple[int, str], threading.Lock] = {}
+# transformers builds a model under process-wide state (the meta-device init context), so two
+# threads loading different versions at once break each other ("Cannot copy out of meta
+# tensor"). Loads are rare and short next to serving; one at a time per process.
+_loader_lock = threading.Lock()
 
 
 def loaded_model_get(served: ServedModel) -> LoadedModel:
@@ -290,7 +294,8 @@ def _load(served: ServedModel) -> LoadedModel:
     # faster there for decoding small batches.
     dtype = torch.bfloat16 if device.type == "cuda" else None
     try:
-        model, tokenizer = load_policy(served.path, device=str(device), dtype=dtype)
+        with _loader_lock:
+            model, tokenizer = load_policy(served.path, device=str(device), dtype=dtype)
     except (OSError, ValueError) as exc:
         raise OpenAIError(f"Model version {served.version_id} cannot be loaded from its checkpoint: {exc}",
                           status=503, code="model_unavailable") from exc
