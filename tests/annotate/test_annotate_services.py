@@ -316,3 +316,19 @@ def test_demonstration_written_or_edited(make_project, make_tasks, annotators):
         demonstration_create(prompt=other.prompt, annotator=a, text="x", based_on_response_id=base)
     with pytest.raises(ApplicationError, match="non-empty"):
         demonstration_create(prompt=task.prompt, annotator=a, text="  ")
+
+
+def test_a_backlog_of_stale_leases_is_reaped_and_does_not_hide_the_live_one(make_project, make_tasks, make_user):
+    project = make_project()
+    make_tasks(project, 60)
+    users = [make_user(f"gone{i}") for i in range(55)]
+    for user in users:
+        task_lease_next(project=project, annotator=user)
+    Lease.objects.filter(annotator__in=users).update(expires_at=timezone.now() - timedelta(seconds=1))
+    me = make_user("me")
+    mine = task_lease_next(project=project, annotator=me)
+    assert task_lease_next(project=project, annotator=me).pk == mine.pk
+    for _ in range(3):
+        task_lease_next(project=project, annotator=make_user(f"late{_}"))
+    assert not Lease.objects.filter(status="active", expires_at__lte=timezone.now()).exists()
+    assert RankingTask.objects.filter(claimed=1).count() == 4
