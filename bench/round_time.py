@@ -42,6 +42,8 @@ def call(base: str, method: str, path: str, body=None, token: str | None = None,
             return response.status, (json.loads(raw) if raw else None)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+    except (urllib.error.URLError, ConnectionError):  # not up yet, or restarting
+        return 0, None
 
 
 def wait_for(fn, timeout: float, what: str):
@@ -148,6 +150,9 @@ def main() -> None:
         print(f"evaluation: {json.dumps(final['settings']['auto'].get('evaluation'))}")
         latencies.sort()
         print(f"annotation cycle (next+submit) p50 {latencies[len(latencies) // 2] * 1000:.1f} ms")
+    except BaseException:
+        print("--- service log (tail) ---\n" + (scratch / "service.log").read_text(errors="replace")[-4000:])
+        raise
     finally:
         server.terminate()
         server.wait(timeout=30)
