@@ -3,14 +3,17 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import AllowAny
 
 from worker.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("django-admin/", admin.site.urls),
-    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # The API's description is public, as with any published API; its data is not.
+    path("api/schema", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]),
+         name="api-docs"),
     path("api/", include("annotate.urls")),
     path("api/", include("worker.urls")),
     path("v1/", include("worker.serving.urls_v1")),

@@ -201,3 +201,7 @@ def test_schema_and_docs(admin):
     assert "/api/projects/{project_id}/tasks/next" in paths and "/api/tasks/{task_id}/rankings" in paths
     client.force_login(admin)
     assert client.get("/api/docs").status_code == 200
+    # The description of the API is public; its data is not.
+    anonymous = APIClient()
+    assert anonymous.get("/api/schema").status_code == 200 and anonymous.get("/api/docs").status_code == 200
+    assert anonymous.get("/api/projects").status_code == 401
