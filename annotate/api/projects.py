@@ -21,7 +21,7 @@ from ..selectors.exports import FORMATS, export_rows
 from ..selectors.projects import project_counts, project_get, project_list
 from ..selectors.stats import project_stats
 from ..services.imports import prompts_import
-from ..services.projects import project_create
+from ..services.projects import project_create, project_update
 from . import serializers as s
 
 
@@ -42,7 +42,17 @@ class ProjectsView(APIView):
 
 
 class ProjectDetailView(APIView):
-    permission_classes = [IsAnnotatorOrAdmin]
+    def get_permissions(self):
+        return [IsAdmin()] if self.request.method == "PATCH" else [IsAnnotatorOrAdmin()]
+
+    @extend_schema(request=s.ProjectUpdateRequest, responses=s.ProjectDetailOut,
+                   summary="Change a project's settings (admin)")
+    def patch(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        data = s.ProjectUpdateRequest(data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        project = project_update(project=project, **data.validated_data)
+        return Response(s.ProjectDetailOut(project, context={"counts": project_counts(project=project)}).data)
 
     @extend_schema(responses=s.ProjectDetailOut, summary="A project with its counts")
     def get(self, request, project_id: int):

@@ -41,11 +41,21 @@ class ProjectCreateRequest(serializers.Serializer):
     allow_ties = serializers.BooleanField(required=False, default=True)
 
 
+class ProjectUpdateRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    guidelines = serializers.CharField(required=False, allow_blank=True)
+    responses_per_task = serializers.IntegerField(required=False)
+    rankings_per_task = serializers.IntegerField(required=False)
+    allow_ties = serializers.BooleanField(required=False)
+    policy_algorithm = serializers.ChoiceField(choices=["ppo", "dpo"], required=False)
+    require_approval = serializers.BooleanField(required=False)
+
+
 class ProjectOut(serializers.ModelSerializer):
     class Meta:
         model = Project
         fields = ["id", "name", "slug", "guidelines", "responses_per_task", "rankings_per_task", "allow_ties",
-                  "created_at"]
+                  "policy_algorithm", "require_approval", "created_at"]
 
 
 class ProjectCounts(serializers.Serializer):

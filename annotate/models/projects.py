@@ -16,6 +16,9 @@ class Project(models.Model):
     responses_per_task = models.PositiveSmallIntegerField(default=2)
     rankings_per_task = models.PositiveSmallIntegerField(default=1, help_text="k independent rankings per task")
     allow_ties = models.BooleanField(default=True)
+    # How a self-running round turns rankings into a policy, and whether an admin signs it off.
+    policy_algorithm = models.CharField(max_length=8, choices=[("ppo", "PPO"), ("dpo", "DPO")], default="ppo")
+    require_approval = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -25,6 +28,8 @@ class Project(models.Model):
                                    name="project_responses_per_task_2_8"),
             models.CheckConstraint(condition=Q(rankings_per_task__gte=1, rankings_per_task__lte=10),
                                    name="project_rankings_per_task_1_10"),
+            models.CheckConstraint(condition=Q(policy_algorithm__in=["ppo", "dpo"]),
+                                   name="project_policy_algorithm_valid"),
         ]
 
     def __str__(self) -> str:

@@ -14,7 +14,8 @@ class Ranking(models.Model):
     """One annotator's ordering of a task's responses: groups best first, ties within a group.
     Stored as submitted and never updated."""
 
-    FLAGS = ("unsafe", "nonsense", "refusal", "other")
+    # both_bad: a tie whose responses are all unusable (pairwise "both bad"); it yields no pair.
+    FLAGS = ("unsafe", "nonsense", "refusal", "both_bad", "other")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="rankings")

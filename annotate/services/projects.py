@@ -41,6 +41,33 @@ def project_create(*, name: str, slug: str | None = None, guidelines: str = "", 
         raise Conflict(f"a project with slug {slug!r} already exists", code="project_exists") from None
 
 
+UPDATABLE = ("name", "guidelines", "responses_per_task", "rankings_per_task", "allow_ties", "policy_algorithm",
+             "require_approval")
+
+
+@transaction.atomic
+def project_update(*, project: Project, **changes) -> Project:
+    """Change a project's settings. k and the response count apply to tasks made from now on:
+    existing tasks keep the k they were made with, so their counters stay true."""
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise ApplicationError(f"these settings cannot be changed: {', '.join(unknown)}", code="invalid_project",
+                               details={"field": unknown[0]})
+    if "name" in changes and not (changes["name"] or "").strip():
+        raise ApplicationError("a project needs a name", code="invalid_project", details={"field": "name"})
+    if "responses_per_task" in changes:
+        _check_range("responses_per_task", changes["responses_per_task"], 2, 8)
+    if "rankings_per_task" in changes:
+        _check_range("rankings_per_task", changes["rankings_per_task"], 1, 10)
+    if "policy_algorithm" in changes and changes["policy_algorithm"] not in ("ppo", "dpo"):
+        raise ApplicationError("policy_algorithm must be ppo or dpo", code="invalid_project",
+                               details={"field": "policy_algorithm"})
+    for key, value in changes.items():
+        setattr(project, key, value.strip() if key == "name" else value)
+    project.save(update_fields=list(changes))
+    return project
+
+
 @transaction.atomic
 def round_create(*, project: Project, settings: dict | None = None, generate_job_id: int | None = None,
                  status: str = Round.Status.DRAFT) -> Round:

@@ -205,3 +205,19 @@ def test_schema_and_docs(admin):
     anonymous = APIClient()
     assert anonymous.get("/api/schema").status_code == 200 and anonymous.get("/api/docs").status_code == 200
     assert anonymous.get("/api/projects").status_code == 401
+
+
+def test_project_settings_patch(admin, world):
+    project_id = world["project"].pk
+    client = client_for(admin)
+    changed = client.patch(f"/api/projects/{project_id}", {"rankings_per_task": 3, "policy_algorithm": "dpo",
+                                                           "require_approval": True}, format="json")
+    assert changed.status_code == 200, changed.content
+    body = changed.json()
+    assert (body["rankings_per_task"], body["policy_algorithm"], body["require_approval"]) == (3, "dpo", True)
+    assert_error_shape(client.patch(f"/api/projects/{project_id}", {"responses_per_task": 9}, format="json"),
+                       400, "invalid_project")
+    assert_error_shape(client.patch(f"/api/projects/{project_id}", {"policy_algorithm": "sgd"}, format="json"),
+                       400, "validation_error")
+    assert client_for(world["annotator"]).patch(f"/api/projects/{project_id}", {"allow_ties": False},
+                                                format="json").status_code == 403

@@ -228,6 +228,14 @@ def test_unknown_flag_rejected(make_project, make_tasks, annotators):
         submit(lease, annotators[0], flags=["boring"])
 
 
+def test_both_bad_is_a_tie_with_its_flag_and_no_pairs(make_project, make_tasks, annotators):
+    project = make_project()
+    [task] = make_tasks(project, 1)
+    lease = task_lease_next(project=project, annotator=annotators[0])
+    ranking, _ = submit(lease, annotators[0], [response_ids(task)], flags=["both_bad", "unsafe"])
+    assert ranking.flags == ["unsafe", "both_bad"] and ranking.pairs.count() == 0
+
+
 def test_gold_accuracy_is_recorded(make_project, make_tasks, annotators):
     project = make_project(rankings_per_task=2)
     [task] = make_tasks(project, 1, gold_index=0)

@@ -53,6 +53,19 @@ def test_admin_creates_project_imports_exports_and_manages_annotators(page, make
     page.reload()
     screenshot(page, "12-admin-project")
 
+    page.get_by_label("Rankings per task (k)").fill("2")
+    page.get_by_label("Self-running rounds train with").select_option("dpo")
+    page.get_by_label("An admin approves each new policy before it is promoted").check()
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_text("Settings saved").wait_for()
+    project.refresh_from_db()
+    assert (project.rankings_per_task, project.policy_algorithm, project.require_approval) == (2, "dpo", True)
+    page.get_by_label("Rankings per task (k)").fill("11")  # the form refuses it before any request
+    page.get_by_role("button", name="Save settings").click()
+    assert page.get_by_label("Rankings per task (k)").evaluate("e => e.checkValidity()") is False
+    project.refresh_from_db()
+    assert project.rankings_per_task == 2
+
     with page.expect_download() as info:
         page.get_by_role("link", name="Prompts").click()
     rows = [json.loads(line) for line in open(info.value.path()).read().splitlines()]

@@ -135,3 +135,21 @@ def test_round_start_validates_its_input():
     assert none_left.status_code == 400
     assert client.post(f"/api/projects/{project['id']}/rounds", {"prompts": [123456]},
                        format="json").status_code == 400
+
+
+@pytest.mark.django_db
+def test_rounds_follow_the_project_loop_settings(settings):
+    from annotate.services.imports import prompts_import
+    from annotate.services.projects import project_create, project_update
+    from worker.services.rounds import round_start
+
+    project = project_create(name="Settings", slug="settings-loop")
+    prompts_import(project=project, lines=[json.dumps({"prompt": f"p{i}"}) for i in range(3)])
+    register_policy(build_tiny_model(settings.ARTIFACTS_ROOT / "test-base" / uuid.uuid4().hex[:8]), project=project)
+    project_update(project=project, policy_algorithm="dpo", require_approval=True)
+    round_obj, job = round_start(project=project, prompts={"sample": 2}, auto={"enabled": True})
+    auto = round_obj.settings["auto"]
+    assert (auto["algorithm"], auto["require_approval"]) == ("dpo", True)
+    assert job.kind == "generate" and len(job.inputs["prompt_ids"]) == 2
+    overridden, _ = round_start(project=project, prompts="unused", auto={"algorithm": "ppo"})
+    assert overridden.settings["auto"]["algorithm"] == "ppo"

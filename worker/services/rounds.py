@@ -53,7 +53,9 @@ def round_start(*, project: Project, prompts=None, responses_per_prompt: int | N
     """Create a round and its generate job on the project's promoted policy."""
     n = responses_per_prompt if responses_per_prompt is not None else project.responses_per_task
     config = config_validate("generate", {**(sampling or {}), "responses_per_prompt": n})
-    auto_settings = {**AUTO_DEFAULTS, **(auto or {})}
+    # The project says how its rounds train and whether an admin signs off; a round may override.
+    auto_settings = {**AUTO_DEFAULTS, "algorithm": project.policy_algorithm,
+                     "require_approval": project.require_approval, **(auto or {})}
     if auto_settings["algorithm"] not in ("ppo", "dpo"):
         raise ApplicationError("auto.algorithm must be ppo or dpo", code="invalid_round")
     config_validate("reward_model", auto_settings["reward_model"])

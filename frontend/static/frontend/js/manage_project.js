@@ -6,6 +6,28 @@ const project = pageData("page-data");
 const $ = (id) => document.getElementById(id);
 if (project.guidelines) renderMarkdown($("guidelines"), project.guidelines);
 
+$("settings-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  const box = $("settings-result");
+  const body = {
+    responses_per_task: Number(form.responses_per_task.value),
+    rankings_per_task: Number(form.rankings_per_task.value),
+    allow_ties: form.allow_ties.checked,
+    policy_algorithm: form.policy_algorithm.value,
+    require_approval: form.require_approval.checked,
+    guidelines: form.guidelines.value,
+  };
+  try {
+    const saved = await api(`/api/projects/${project.id}`, { method: "PATCH", body });
+    box.hidden = true;
+    renderMarkdown($("guidelines"), saved.guidelines || "");
+    toast("Settings saved");
+  } catch (err) {
+    showError(box, err);
+  }
+});
+
 $("import-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const box = $("import-result");
@@ -46,7 +68,11 @@ $("round-form").addEventListener("submit", async (e) => {
   if (strategy === "top_p") sampling.top_p = Number($("round-top-p").value);
   try {
     const r = await api(`/api/projects/${project.id}/rounds`, {
-      method: "POST", body: { prompts: roundPrompts(), responses_per_prompt: Number($("round-n").value), sampling },
+      method: "POST",
+      body: {
+        prompts: roundPrompts(), responses_per_prompt: Number($("round-n").value), sampling,
+        auto: { enabled: $("round-auto").checked },
+      },
     });
     $("round-error").hidden = true;
     toast(`Round ${r.round.number} started`);
@@ -70,7 +96,9 @@ async function loadRounds() {
       const s = (r.settings && r.settings.sampling) || {};
       return h("tr", {},
         h("td", {}, `#${r.number}`),
-        h("td", {}, h("span", { class: `badge ${r.status}` }, r.status)),
+        h("td", {}, h("span", { class: `badge ${r.status}` }, r.status),
+          r.settings && r.settings.auto && r.settings.auto.enabled
+            ? h("span", { class: "muted small" }, ` self-running: ${r.settings.auto.stage}`) : ""),
         h("td", {}, h("div", { class: "row" },
           h("div", { class: "progress", role: "progressbar", "aria-label": `Round ${r.number} tasks complete`, "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
             h("span", { style: `width:${pct}%` })),

@@ -240,13 +240,9 @@ async function submit() {
   if (!state.task || state.busy) return;
   if (!ranking) return toast("Choose first: 1, 2, T or B");
   const flags = selectedFlags();
-  let rationale = $("rationale").value.trim();
-  if (state.choice === "bad") {
-    // "Both bad" is a tie that the annotator marks as unusable: the API has no verdict of its
-    // own for it, so it travels as the "other" flag with a note.
-    if (!flags.includes("other")) flags.push("other");
-    rationale = rationale ? `Both bad. ${rationale}` : "Both bad.";
-  }
+  const rationale = $("rationale").value.trim();
+  // "Both bad" is a tie marked unusable: no pair, and the both_bad flag says why.
+  if (state.choice === "bad" && !flags.includes("both_bad")) flags.push("both_bad");
   const task = state.task;
   const winner = task.responses.find((r) => r.id === ranking[0][0]);
   state.busy = true;
