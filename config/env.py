@@ -76,6 +76,7 @@ class Env:
     serving_max_tokens: int  # RLHF_SERVING_MAX_TOKENS: cap on max_tokens per request
     serving_max_n: int  # RLHF_SERVING_MAX_N: cap on n per request
     serving_max_batch: int  # RLHF_SERVING_MAX_BATCH: requests batched into one generate call
+    serving_batch_wait_ms: int  # RLHF_SERVING_BATCH_WAIT_MS: how long a decode waits for more requests
     serving_cache_size: int  # RLHF_SERVING_CACHE_SIZE: model versions kept loaded per process
     serving_device: str  # RLHF_SERVING_DEVICE: torch device for serving (empty: cuda if present, else cpu)
     admin_username: str  # RLHF_ADMIN_USERNAME: account `make run` creates
@@ -143,6 +144,7 @@ def load() -> Env:
         serving_max_tokens=_int("RLHF_SERVING_MAX_TOKENS", 2048, minimum=1),
         serving_max_n=_int("RLHF_SERVING_MAX_N", 16, minimum=1),
         serving_max_batch=_int("RLHF_SERVING_MAX_BATCH", 8, minimum=1),
+        serving_batch_wait_ms=_int("RLHF_SERVING_BATCH_WAIT_MS", 50, minimum=0),
         serving_cache_size=_int("RLHF_SERVING_CACHE_SIZE", 2, minimum=1),
         serving_device=_str("RLHF_SERVING_DEVICE", ""),
         admin_username=_str("RLHF_ADMIN_USERNAME", "admin"),

@@ -150,6 +150,7 @@ RLHF_SERVING_MAX_TOKENS = ENV.serving_max_tokens
 RLHF_SERVING_MAX_N = ENV.serving_max_n
 RLHF_SERVING_MAX_BATCH = ENV.serving_max_batch
 RLHF_SERVING_CACHE_SIZE = ENV.serving_cache_size
+RLHF_SERVING_BATCH_WAIT_MS = ENV.serving_batch_wait_ms
 RLHF_SERVING_DEVICE = ENV.serving_device
 
 RLHF_LEASE_SECONDS = ENV.lease_seconds
