@@ -35,7 +35,9 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
     assert "batch_size" in page.locator("#launch-error[role=alert]").inner_text()
     assert not TrainingJob.objects.exists()
 
-    config = {"batch_size": 2, "max_steps": 24, "epochs": 20, "eval_fraction": 0.0, "precision": "fp32",
+    # Long enough (150 steps) that the page, polling every 1.5 s, sees the chart grow on a quiet
+    # machine too.
+    config = {"batch_size": 2, "max_steps": 150, "epochs": 200, "eval_fraction": 0.0, "precision": "fp32",
               "max_length": 64}
     page.get_by_label("Config (JSON; fields left out take their defaults)").fill(json.dumps(config))
     screenshot(page, "20-admin-jobs-launch")
@@ -55,10 +57,10 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
         if len(seen) == 2:
             screenshot(page, "21-admin-job-running")
     page.locator("#state .badge", has_text="succeeded").wait_for(timeout=30_000)
-    page.wait_for_function("document.querySelector('.chart-box[data-metric=loss]').dataset.points === '24'")
+    page.wait_for_function("document.querySelector('.chart-box[data-metric=loss]').dataset.points === '150'")
     assert len(seen) >= 2, f"the chart never updated while the job ran (saw {seen})"
     assert page.get_by_role("progressbar", name="Job progress").get_attribute("aria-valuenow") == "100"
-    assert "step 24 of 24" in page.locator("#progress-text").inner_text()
+    assert "step 150 of 150" in page.locator("#progress-text").inner_text()
     assert "started on" in page.locator("#logs").inner_text()
     page.locator("canvas").first.scroll_into_view_if_needed()
     screenshot(page, "22-admin-job-done")
