@@ -169,3 +169,27 @@ def test_a_message_delivered_twice_trains_once(celery_worker, admin_client, tiny
     assert job.log_lines.filter(message__contains="ignored").count() == 1
     assert ModelVersion.objects.filter(job=job).count() == 1
     assert TrainingJob.objects.get(pk=job_id).attempts == 1
+
+
+def test_two_workers_share_the_gpu_queue_one_job_each(celery_worker, admin_client, tiny_policy_dir, tmp_path):
+    """Several workers (hosts) consume the same queue; each runs one GPU job at a time."""
+    from tests.conftest import start_worker
+
+    project, _ = project_with_pairs(slug="two-workers")
+    register_policy(tiny_policy_dir, project=project)
+    second = start_worker(tmp_path)
+    try:
+        config = {**FAST_RM, "max_steps": None, "epochs": 100000}
+        ids = [admin_client.post(f"/api/projects/{project.pk}/jobs", {"kind": "reward_model", "config": config},
+                                 format="json").json()["id"] for _ in range(2)]
+        jobs = [_wait(job_id, ("running",)) for job_id in ids]
+        assert {job.worker_hostname for job in jobs} == {celery_worker.hostname, second.hostname}
+        third = admin_client.post(f"/api/projects/{project.pk}/jobs", {"kind": "reward_model", "config": FAST_RM},
+                                  format="json").json()["id"]
+        time.sleep(3)
+        assert TrainingJob.objects.get(pk=third).state == "queued", "no worker takes a second job at once"
+        for job_id in ids:
+            admin_client.post(f"/api/jobs/{job_id}/cancel")
+        assert _wait(third, ("succeeded", "failed")).state == "succeeded"
+    finally:
+        second.stop()
