@@ -38,7 +38,7 @@ def _model_input(*, project: Project, kind: str, given: int | None, label: str) 
     return ModelVersion.objects.filter(project=project, kind="reward").order_by("-id").first()
 
 
-def _snapshot(*, project: Project, kind: str, config: dict, inputs: dict, round: Round | None) -> dict:
+def _snapshot(*, project: Project, kind: str, inputs: dict) -> dict:
     """Freeze exactly which rows the job trains on, so a rerun sees the same data."""
     if kind == "sft":
         ids = demonstration_ids(project=project)
@@ -88,7 +88,7 @@ def training_job_launch(*, project: Project, kind: str, config: dict | None = No
         resolved["reward_model"] = reward.id if reward is not None and not clean_config.get("scorer") else None
     if kind == "generate":
         resolved["prompt_ids"] = inputs.get("prompt_ids")
-    resolved.update(_snapshot(project=project, kind=kind, config=clean_config, inputs=resolved, round=round))
+    resolved.update(_snapshot(project=project, kind=kind, inputs=resolved))
     with transaction.atomic():
         job = TrainingJob.objects.create(project=project, kind=kind, config=clean_config, inputs=resolved,
                                          created_by=user if getattr(user, "is_authenticated", False) else None,
@@ -175,9 +175,9 @@ class JobReporter:
         eta = (elapsed / step) * (total - step) if total and step else None
         values = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         samples = metrics.get("samples")
-        if samples:
-            values_samples = samples[:4] if isinstance(samples, list) else samples
-            job_log(job=self.job, message=f"step {step} samples: {values_samples}"[:4000])
+        if samples:  # PPO's sample responses go to the log, not the numeric series
+            shown = samples[:4] if isinstance(samples, list) else samples
+            job_log(job=self.job, message=f"step {step} samples: {shown}"[:4000])
         JobMetric.objects.create(job=self.job, step=step, values=values)
         progress = {"step": step, "total": total, "eta_seconds": round(eta, 1) if eta is not None else None}
         TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
