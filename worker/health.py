@@ -23,8 +23,7 @@ def _check_broker() -> dict:
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-        return {"ok": True, "transport": conn.transport_cls if isinstance(conn.transport_cls, str)
-                else conn.transport.driver_type}
+        return {"ok": True, "transport": conn.transport.driver_type}
 
 
 def _check_worker() -> dict:

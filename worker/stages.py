@@ -68,10 +68,8 @@ def _check_fields(cls: type, raw: dict, extra: set[str]) -> tuple[dict, dict[str
         if any(dataclasses.is_dataclass(t) for t in allowed):
             allowed += (dict,)  # nested configs (sampling, lora) arrive as JSON objects
         if (value is not None or type(None) not in allowed) and object not in allowed:
-            if isinstance(value, bool) and bool not in allowed:
-                ok = False
-            else:
-                ok = isinstance(value, allowed) or (dict in allowed and isinstance(value, dict))
+            # bool is an int to Python, but true is no batch size
+            ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
             if not ok:
                 names = "/".join(sorted({t.__name__ for t in allowed}))
                 errors[key] = f"must be {names}, got {type(value).__name__} {value!r}"

@@ -15,6 +15,7 @@ from django.utils import timezone
 from ..models import ModelVersion, TrainingJob
 from ..stages import build_config, stage_function
 from .jobs import JobReporter, job_log
+from .rounds import round_job_finished
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
@@ -75,16 +76,12 @@ def job_run(*, job_id: int, hostname: str) -> str:
         message = f"{type(exc).__name__}: {exc}"
         _finish(job, TrainingJob.State.FAILED, error=message)
         job_log(job=job, level="ERROR", message=traceback.format_exc()[-8000:])
-        from .rounds import round_job_finished
-
         round_job_finished(job=TrainingJob.objects.get(pk=job.pk))
         raise
     finally:
         stop.set()
     _finish(job, TrainingJob.State.SUCCEEDED, outputs=outputs)
     job_log(job=job, message=f"succeeded: {outputs}")
-    from .rounds import round_job_finished
-
     round_job_finished(job=TrainingJob.objects.get(pk=job.pk))
     return "succeeded"
 
