@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -10,29 +9,15 @@ from rest_framework.views import APIView
 
 from config.errors import NotFound
 
-from ..models import Prompt, RankingTask, TaskResponse
+from ..models import Prompt, RankingTask
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
 from ..selectors.projects import project_get
+from ..selectors.tasks import task_as_shown
 from ..services.demonstrations import demonstration_create
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
 from ..services.rankings import ranking_submit
 from ..services.tasks import task_gold_set
 from . import serializers as s
-
-
-def _task_payload(lease) -> dict:
-    """The task as the annotator sees it: responses in their shuffled order and nothing about
-    where they came from (blind ranking)."""
-    task = (RankingTask.objects.select_related("prompt")
-            .prefetch_related(Prefetch("task_responses", TaskResponse.objects.select_related("response")))
-            .get(pk=lease.task_id))
-    texts = {link.response_id: link.response.text for link in task.task_responses.all()}
-    return {
-        "task": {"id": task.pk, "prompt_id": task.prompt_id, "prompt": task.prompt.text,
-                 "messages": task.prompt.messages,
-                 "responses": [{"id": rid, "text": texts[rid]} for rid in lease.shown_order]},
-        "lease": {"id": lease.pk, "expires_at": lease.expires_at},
-    }
 
 
 class NextTaskView(APIView):
@@ -44,7 +29,7 @@ class NextTaskView(APIView):
         lease = task_lease_next(project=project_get(project_id=project_id), annotator=request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(s.NextTaskReply(_task_payload(lease)).data)
+        return Response({"task": task_as_shown(lease), "lease": {"id": lease.pk, "expires_at": lease.expires_at}})
 
 
 class HeartbeatView(APIView):

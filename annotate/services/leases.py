@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, When
+from django.db.models import F
 from django.utils import timezone
 
 from config.errors import ApplicationError, Conflict, NotFound
 
-from ..models import Lease, Project, RankingTask, TaskResponse
+from ..models import Lease, Project, RankingTask
+from . import queue_sql as sql
 
 REAP_BATCH = 50
 _RETRIES = 4
@@ -59,69 +60,55 @@ def leases_expire(*, project: Project, now: datetime | None = None, limit: int =
     return len(stale)
 
 
-def _shuffled_order(task_id: int) -> list[int]:
-    ids = list(TaskResponse.objects.filter(task_id=task_id).order_by("position").values_list("response_id", flat=True))
-    random.SystemRandom().shuffle(ids)
-    return ids
-
-
-def _pick_open_task(project: Project, annotator, *, skip_locked: bool) -> tuple[int, bool] | None:
-    # Tasks this annotator ranked, skipped or holds are never theirs again; an expired lease of
-    # theirs does not count, the task may come back to them (and that lease row is reused).
-    seen = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator).exclude(status=Lease.Status.EXPIRED)
-    expired_mine = Lease.objects.filter(task=OuterRef("pk"), annotator=annotator, status=Lease.Status.EXPIRED)
-    return (
-        RankingTask.objects.filter(project=project, claimed__lt=F("rankings_needed"))
-        .filter(~Exists(seen)).order_by("id")
-        .select_for_update(skip_locked=skip_locked)
-        .values_list("id", Exists(expired_mine)).first()
-    )
+def _claim(project_id: int, annotator_id: int) -> tuple[int, bool] | None:
+    # Skipping locked rows lets concurrent requests take different tasks instead of queueing on
+    # one. When that finds nothing, the only open tasks may be locked for a moment by a submit
+    # or an expiry: asking again and waiting tells "nothing left" apart from "busy right now"
+    # (a waited-for row that is full once released is passed over for the next one).
+    return (sql.task_claim(project_id, annotator_id, wait=False)
+            or sql.task_claim(project_id, annotator_id, wait=True))
 
 
 def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None:
     # One read, outside any transaction: this annotator's active lease and the project's stale
     # ones (both come from small partial indexes). Most calls find nothing to expire and go
-    # straight to the pick.
-    active = list(
-        Lease.objects.filter(project=project, status=Lease.Status.ACTIVE)
-        .filter(Q(annotator=annotator) | Q(expires_at__lte=now))
-        # Own lease first, so a backlog of stale leases cannot push it out of the batch.
-        .order_by(Case(When(annotator=annotator, then=0), default=1), "expires_at")
-        .values_list("id", "task_id", "annotator_id", "expires_at")[:REAP_BATCH]
-    )
+    # straight to the claim.
+    active = sql.leases_live_or_stale(project.pk, annotator.pk, now, REAP_BATCH)
     mine = [row for row in active if row[2] == annotator.pk]
     if mine and mine[0][3] > now:
         return Lease.objects.get(pk=mine[0][0])  # asking again with a live lease: the same task
     if active:
-        # Expiry in its own transaction, committed before a task is picked, so the pick below
-        # holds no other row locks while it may wait. Locks are taken with SKIP LOCKED and the
-        # rows re-checked: another request may be expiring or submitting the same leases.
+        # Expiry in its own transaction, committed before a task is claimed, so the claim below
+        # holds no other row locks while it may wait. Other annotators' leases are locked with
+        # SKIP LOCKED and re-checked: another request may be expiring or submitting them. The
+        # annotator's own stale lease is waited for instead, before any other lock is held:
+        # their task may be the one they get back, and the claim must see that lease expired.
+        stale_rows = Lease.objects.filter(status=Lease.Status.ACTIVE, expires_at__lte=now)
         with transaction.atomic():
-            stale = list(
-                Lease.objects.select_for_update(skip_locked=True)
-                .filter(pk__in=[row[0] for row in active], status=Lease.Status.ACTIVE, expires_at__lte=now)
-                .values_list("id", "task_id")
-            )
+            stale = []
+            if mine:
+                stale += stale_rows.select_for_update().filter(pk=mine[0][0]).values_list("id", "task_id")
+            stale += (stale_rows.select_for_update(skip_locked=True)
+                      .filter(pk__in=[row[0] for row in active if row[2] != annotator.pk])
+                      .values_list("id", "task_id"))
             _expire(stale, now)
 
     with transaction.atomic():
-        # SKIP LOCKED lets concurrent requests take different tasks instead of queueing on one.
-        # When it finds nothing, the only open tasks may be locked for a moment by a submit or
-        # an expiry; asking again and waiting tells "nothing left" apart from "busy right now".
-        picked = _pick_open_task(project, annotator, skip_locked=True) or _pick_open_task(
-            project, annotator, skip_locked=False)
-        if picked is None:
+        claimed = _claim(project.pk, annotator.pk)
+        if claimed is None:
             return None
-        task_id, reactivate = picked
-        RankingTask.objects.filter(pk=task_id).update(claimed=F("claimed") + 1)
-        order = _shuffled_order(task_id)
+        task_id, reactivate = claimed
+        order = sql.task_response_ids(task_id)
+        random.SystemRandom().shuffle(order)  # shown order, per annotator, against position bias
         expires = now + lease_duration()
         if reactivate:
-            Lease.objects.filter(task_id=task_id, annotator=annotator).update(
-                status=Lease.Status.ACTIVE, shown_order=order, expires_at=expires, ended_at=None)
+            sql.lease_reactivate(task_id, annotator.pk, order, expires)
             return Lease.objects.get(task_id=task_id, annotator=annotator)
-        return Lease.objects.create(project=project, task_id=task_id, annotator=annotator, shown_order=order,
-                                    expires_at=expires)
+        fields = {"project_id": project.pk, "task_id": task_id, "annotator_id": annotator.pk,
+                  "status": Lease.Status.ACTIVE, "shown_order": order, "expires_at": expires,
+                  "skip_reason": "", "created_at": now, "ended_at": None}
+        [lease_id] = sql.rows_insert(Lease, [fields], returning=True)
+        return sql.as_saved(Lease(id=lease_id, **fields))
 
 
 def task_lease_next(*, project: Project, annotator, now: datetime | None = None) -> Lease | None:
@@ -140,7 +127,7 @@ def task_lease_next(*, project: Project, annotator, now: datetime | None = None)
 
 
 def _own_lease(lease_id: int, annotator) -> Lease:
-    lease = Lease.objects.select_for_update().filter(pk=lease_id).first()
+    lease = sql.lease_lock(lease_id)
     if lease is None:
         raise NotFound(f"lease {lease_id} does not exist")
     if lease.annotator_id != annotator.pk:

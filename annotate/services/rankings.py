@@ -6,12 +6,12 @@ from collections import Counter
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from config.errors import ApplicationError
 
-from ..models import Lease, Pair, Ranking, RankingTask
+from ..models import Lease, Pair, Ranking
+from . import queue_sql as sql
 from .leases import _own_lease, lease_check_live
 
 
@@ -76,10 +76,7 @@ def ranking_submit(*, task_id: int, lease_id: int, annotator, groups, flags=(), 
     if lease.task_id != task_id:
         raise ApplicationError(f"lease {lease_id} is for task {lease.task_id}, not task {task_id}",
                                code="lease_task_mismatch")
-    # Row lock on the task (lease first, then task: the order every service uses). The lease
-    # recorded the task's responses when it was handed out, so they need no query here.
-    task = RankingTask.objects.select_related("project").select_for_update(of=("self",)).get(pk=task_id)
-    groups = ranking_validate(groups, response_ids=list(lease.shown_order), allow_ties=task.project.allow_ties)
+    groups = ranking_validate(groups, response_ids=list(lease.shown_order), allow_ties=lease.allow_ties)
     flags = _flags_validate(flags)
     if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or time_spent_ms < 0):
         raise ApplicationError("time_spent_ms must be a non-negative integer", code="invalid_ranking")
@@ -93,26 +90,21 @@ def ranking_submit(*, task_id: int, lease_id: int, annotator, groups, flags=(), 
     lease_check_live(lease, now)
 
     # The lease holds one of the task's claimed slots; turning it into a ranking keeps `claimed`
-    # and fills the next ranking slot.
-    slot = task.rankings_done
-    RankingTask.objects.filter(pk=task_id).update(
-        rankings_done=F("rankings_done") + 1,
-        completed_at=now if slot + 1 >= task.rankings_needed else None,
-    )
-    gold_correct = None
-    if task.gold_response_id is not None:
-        gold_correct = groups[0] == [task.gold_response_id]
-    ranking = Ranking.objects.create(
-        project_id=task.project_id, task_id=task_id, lease=lease, annotator=annotator, slot=slot, groups=groups,
-        shown_order=lease.shown_order, flags=flags, rationale=(rationale or "")[:10000],
-        time_spent_ms=time_spent_ms, gold_correct=gold_correct,
-    )
-    Pair.objects.bulk_create([
-        Pair(project_id=task.project_id, ranking=ranking, task_id=task_id, annotator=annotator,
-             winner_id=w, loser_id=lo, margin=m)
+    # and fills the next ranking slot. The update takes the task's row lock (lease first, then
+    # task: the order every service uses). The lease recorded the task's responses when it was
+    # handed out, so they need no query here.
+    slot, gold_response_id, project_id = sql.task_count_ranking(task_id, now)
+    gold_correct = None if gold_response_id is None else groups[0] == [gold_response_id]
+    fields = {"project_id": project_id, "task_id": task_id, "lease_id": lease.pk, "annotator_id": annotator.pk,
+              "slot": slot, "groups": groups, "shown_order": lease.shown_order, "flags": flags,
+              "rationale": (rationale or "")[:10000], "time_spent_ms": time_spent_ms,
+              "gold_correct": gold_correct, "created_at": now}
+    [ranking_id] = sql.rows_insert(Ranking, [fields], returning=True)
+    sql.rows_insert(Pair, [
+        {"project_id": project_id, "ranking_id": ranking_id, "task_id": task_id, "annotator_id": annotator.pk,
+         "winner_id": w, "loser_id": lo, "margin": m}
         for w, lo, m in pairs_from_groups(groups)
     ])
-    lease.status = Lease.Status.SUBMITTED
-    lease.ended_at = now
-    lease.save(update_fields=["status", "ended_at"])
+    sql.lease_close(lease.pk, Lease.Status.SUBMITTED, now)
+    ranking = sql.as_saved(Ranking(id=ranking_id, **fields))
     return ranking, True

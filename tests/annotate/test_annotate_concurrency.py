@@ -154,3 +154,32 @@ def test_concurrent_duplicate_submissions_store_one_ranking(make_project, make_t
     assert not errors, [repr(e) for e in errors[:3]]
     assert len({pk for pk, _ in results}) == 1 and sum(created for _, created in results) == 1
     assert Ranking.objects.count() == 1 and Pair.objects.count() == 1
+
+
+def test_next_looks_again_when_the_task_it_waited_for_filled_up(make_project, make_tasks, make_user):
+    """Both open tasks are row-locked by another transaction, which fills the first and leaves
+    the second open. The next-task request finds nothing unlocked, waits, finds the first full
+    once the lock is released, and must take the second instead of answering "nothing left"."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are a PostgreSQL matter; SQLite serialises whole transactions")
+    project = make_project(rankings_per_task=1)
+    first, second = make_tasks(project, 2)
+    user = make_user("waiter")
+    locked, release = threading.Event(), threading.Event()
+
+    def holder(_):
+        from django.db import transaction
+
+        with transaction.atomic():
+            RankingTask.objects.filter(pk=first.pk).update(claimed=F("claimed") + 1)  # now full
+            list(RankingTask.objects.select_for_update().filter(pk=second.pk))  # locked, still open
+            locked.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=lambda: (holder(0), connections.close_all()))
+    thread.start()
+    assert locked.wait(10)
+    threading.Timer(0.3, release.set).start()
+    lease = task_lease_next(project=project, annotator=user)
+    thread.join(10)
+    assert lease is not None and lease.task_id == second.pk
