@@ -59,10 +59,9 @@ def rows_insert(model: type[Model], rows: list[dict], *, returning: bool = False
     through each field's own conversion for this database, as Model.save() would do."""
     if not rows:
         return []
-    names = list(rows[0])
-    fields = [model._meta.get_field(name) for name in names]
-    params = [field.get_db_prep_save(row[name], connection) for row in rows for name, field in zip(names, fields)]
-    sql = _insert_sql(model._meta.db_table, tuple(f.column for f in fields), len(rows), returning)
+    fields = [(name, model._meta.get_field(name)) for name in rows[0]]
+    params = [field.get_db_prep_save(row[name], connection) for row in rows for name, field in fields]
+    sql = _insert_sql(model._meta.db_table, tuple(field.column for _, field in fields), len(rows), returning)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [row[0] for row in cursor.fetchall()] if returning else []
