@@ -146,6 +146,35 @@ def run_load(url: str, project_id: int, tokens: list[str], concurrency: int, sec
     return {"cycles": sum(cycles), "seconds": elapsed, "latencies": latencies, "statuses": dict(statuses)}
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each process that serves the load on this machine: gunicorn
+    ("web") and PostgreSQL backends ("db"), read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kind = "web" if b"gunicorn" in cmdline else "db" if cmdline.startswith(b"postgres") else None
+        if kind:
+            used[int(pid)] = (kind, (int(fields[11]) + int(fields[12])) / tick)  # utime + stime
+    return used
+
+
+def cpu_used(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per kind between two readings (a process that exited in between is missed).
+    Divided by the cycles done it gives the cost of a cycle, which a noisy shared machine
+    disturbs far less than it disturbs throughput."""
+    used = {"web": 0.0, "db": 0.0}
+    for pid, (kind, seconds) in after.items():
+        used[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+    return used
+
+
 def check_export(admin: Client, project_id: int, k: int) -> dict:
     status, body = admin.request("GET", f"/api/projects/{project_id}/export?format=rankings")
     assert status == 200, (status, body[:300])
@@ -217,20 +246,27 @@ def main() -> None:
         rows = []
         for c in args.concurrency:
             tokens = make_annotators(admin, url, max(c, args.annotators or c))
+            cpu_before = cpu_seconds()
             result = run_load(url, project_id, tokens, c, args.seconds)
+            cpu = cpu_used(cpu_before, cpu_seconds())
+            cycles = max(1, result["cycles"])
             check = check_export(admin, project_id, args.k)
             lat = result["latencies"]
             row = {"db": db, "M": args.tasks, "C": c, "cycles_per_s": result["cycles"] / result["seconds"],
                    **{f"{ep}_p{q}_ms": pct(lat[ep], q) * 1000 for ep in ("next", "submit") for q in (50, 95, 99)},
+                   # ms of CPU per next+submit cycle (0 where that process is not on this machine)
+                   **{f"{k}_cpu_ms_per_cycle": seconds * 1000 / cycles for k, seconds in cpu.items()},
                    "statuses": result["statuses"], **check}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        print("\n| DB | M | C | cycles/s | next p50/p95/p99 ms | submit p50/p95/p99 ms | over-collected | dup |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| DB | M | C | cycles/s | next p50/p95/p99 ms | submit p50/p95/p99 ms | CPU ms/cycle web+db "
+              "| over-collected | dup |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['db']} | {r['M']:,} | {r['C']} | {r['cycles_per_s']:.0f} | "
                   f"{r['next_p50_ms']:.0f} / {r['next_p95_ms']:.0f} / {r['next_p99_ms']:.0f} | "
                   f"{r['submit_p50_ms']:.0f} / {r['submit_p95_ms']:.0f} / {r['submit_p99_ms']:.0f} | "
+                  f"{r['web_cpu_ms_per_cycle']:.1f} + {r['db_cpu_ms_per_cycle']:.1f} | "
                   f"{r['over_collected']} | {r['duplicates']} |")
         if any(r["over_collected"] or r["duplicates"] for r in rows):
             raise SystemExit("FAILED: a task has more than k rankings or an annotator ranked a task twice")

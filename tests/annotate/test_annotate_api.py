@@ -115,6 +115,18 @@ def test_token_endpoint(admin):
     assert assert_error_shape(missing, 400, "validation_error")["details"]["password"]
 
 
+def test_token_authentication_refuses_unknown_tokens_and_inactive_users(make_user):
+    user = make_user("tokened")
+    client = client_for(user)
+    assert client.get("/api/me").json()["username"] == "tokened"
+    wrong = APIClient()
+    wrong.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    assert "Invalid token" in assert_error_shape(wrong.get("/api/me"), 401)["message"]
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert "inactive" in assert_error_shape(client.get("/api/me"), 401)["message"]
+
+
 def test_superuser_is_admin_and_users_listing(make_user, django_user_model):
     root = django_user_model.objects.create_superuser("root", password="x" * 10)
     ann = make_user("someone")
