@@ -70,7 +70,7 @@ def _database(url: str) -> dict:
         # WAL lets readers run beside one writer; IMMEDIATE takes the write lock when a
         # transaction starts, so two processes handing out leases serialise instead of failing
         # with "database is locked" half way through.
-        db["CONN_MAX_AGE"] = 0
+        db["ENGINE"] = "config.sqlite_backend"  # queues writers on a file lock; see its docstring
         db.pop("CONN_HEALTH_CHECKS", None)
         db["OPTIONS"] = {
             "transaction_mode": "IMMEDIATE",

@@ -13,7 +13,7 @@ def pytest_configure(config):
     from django.conf import settings
 
     db = settings.DATABASES["default"]
-    if db["ENGINE"].endswith("sqlite3") and not (db.get("TEST") or {}).get("NAME"):
+    if "sqlite" in db["ENGINE"] and not (db.get("TEST") or {}).get("NAME"):
         path = os.path.join(tempfile.gettempdir(), f"annotate_test_{os.getpid()}.sqlite3")
         db.setdefault("TEST", {})["NAME"] = path
 

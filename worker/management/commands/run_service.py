@@ -13,6 +13,7 @@ import urllib.request
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 
 class Command(BaseCommand):
@@ -49,7 +50,7 @@ class Command(BaseCommand):
             self._wait_until_up(bind, procs)
             self.stdout.write(self.style.SUCCESS(
                 f"serving on http://{bind}/ with one Celery worker (database: "
-                f"{settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}, broker: "
+                f"{connection.vendor}, broker: "
                 f"{settings.CELERY_BROKER_URL.split('://')[0]}); Ctrl-C stops both"))
             while not stopping:
                 for name, proc in procs.items():
