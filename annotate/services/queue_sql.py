@@ -90,10 +90,13 @@ def leases_live_or_stale(project_id: int, annotator_id: int, now: datetime, limi
 # The open tasks this annotator has not ranked, skipped or leased (an expired lease of theirs
 # does not count: the task may come back to them). Read from the partial index task_open_queue
 # (claimed < rankings_needed), so no statement below scans or sorts the task table.
-_OPEN_FOR_ANNOTATOR = (
+# "LIMIT 1 OFFSET 0" keeps PostgreSQL from turning NOT EXISTS into an anti-join, which reads
+# every lease the annotator ever had (a cost that grows with their history); as a subplan it is
+# one probe of the (task, annotator) unique index per candidate task, in id order.
+OPEN_FOR_ANNOTATOR = (
     f"SELECT t.id FROM {TASK} t WHERE t.project_id = %s AND t.claimed < t.rankings_needed"
     f" AND NOT EXISTS (SELECT 1 FROM {LEASE} l WHERE l.task_id = t.id AND l.annotator_id = %s"
-    " AND l.status <> 'expired') ORDER BY t.id LIMIT 1"
+    " AND l.status <> 'expired' LIMIT 1 OFFSET 0) ORDER BY t.id LIMIT 1"
 )
 
 
@@ -107,7 +110,7 @@ def task_claim(project_id: int, annotator_id: int, *, wait: bool) -> tuple[int, 
         lock = " FOR UPDATE" if wait else " FOR UPDATE SKIP LOCKED"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {TASK} SET claimed = claimed + 1 WHERE id = ({_OPEN_FOR_ANNOTATOR}{lock}) "
+            f"UPDATE {TASK} SET claimed = claimed + 1 WHERE id = ({OPEN_FOR_ANNOTATOR}{lock}) "
             # Only an expired lease of theirs can exist on the task the subquery picked.
             f"RETURNING id, EXISTS (SELECT 1 FROM {LEASE} l WHERE l.task_id = {TASK}.id AND l.annotator_id = %s)",
             [project_id, annotator_id, annotator_id])
