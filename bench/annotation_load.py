@@ -98,7 +98,11 @@ def make_annotators(admin: Client, url: str, n: int) -> list[str]:
     return tokens
 
 
-def run_load(url: str, project_id: int, tokens: list[str], concurrency: int, seconds: float) -> dict:
+def run_load(url: str, project_id: int, tokens: list[str], concurrency: int, seconds: float,
+             rate: float | None = None) -> dict:
+    """Closed loop (each annotator starts the next cycle as soon as one ends), or with `rate`
+    the annotators together start `rate` cycles per second, each on its own schedule, which is
+    how latency at a given load is measured rather than at saturation."""
     latencies: dict[str, list[float]] = defaultdict(list)
     statuses: Counter = Counter()
     cycles = [0] * concurrency
@@ -112,7 +116,12 @@ def run_load(url: str, project_id: int, tokens: list[str], concurrency: int, sec
         mine: dict[str, list[float]] = defaultdict(list)
         seen: Counter = Counter()
         barrier.wait()
+        interval = concurrency / rate if rate else 0.0
+        due = time.perf_counter() + i * interval / concurrency
         while time.perf_counter() < stop_at:
+            if interval:
+                time.sleep(max(0.0, due - time.perf_counter()))
+                due += interval
             t0 = time.perf_counter()
             status, body = client.request("POST", f"/api/projects/{project_id}/tasks/next", b"")
             mine["next"].append(time.perf_counter() - t0)
@@ -226,6 +235,8 @@ def main() -> None:
     parser.add_argument("-A", "--annotators", type=int, default=None, help="default: C")
     parser.add_argument("-C", "--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("-T", "--seconds", type=float, default=20)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="cycles/s the annotators start together (default: each as fast as it can)")
     parser.add_argument("-k", type=int, default=3, help="rankings per task")
     parser.add_argument("--responses", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=10000, help="import lines per request")
@@ -247,12 +258,13 @@ def main() -> None:
         for c in args.concurrency:
             tokens = make_annotators(admin, url, max(c, args.annotators or c))
             cpu_before = cpu_seconds()
-            result = run_load(url, project_id, tokens, c, args.seconds)
+            result = run_load(url, project_id, tokens, c, args.seconds, args.rate)
             cpu = cpu_used(cpu_before, cpu_seconds())
             cycles = max(1, result["cycles"])
             check = check_export(admin, project_id, args.k)
             lat = result["latencies"]
-            row = {"db": db, "M": args.tasks, "C": c, "cycles_per_s": result["cycles"] / result["seconds"],
+            row = {"db": db, "M": args.tasks, "C": f"{c} at {args.rate:g}/s" if args.rate else c,
+                   "cycles_per_s": result["cycles"] / result["seconds"],
                    **{f"{ep}_p{q}_ms": pct(lat[ep], q) * 1000 for ep in ("next", "submit") for q in (50, 95, 99)},
                    # ms of CPU per next+submit cycle (0 where that process is not on this machine)
                    **{f"{k}_cpu_ms_per_cycle": seconds * 1000 / cycles for k, seconds in cpu.items()},
