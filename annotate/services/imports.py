@@ -6,16 +6,28 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from config.errors import ApplicationError
 
-from ..models import Project, Prompt, Response, Round, prompt_content_hash
+from ..models import Project, Prompt, RankingTask, Response, Round, TaskResponse, prompt_content_hash
 from .tasks import MAX_RESPONSES, MIN_RESPONSES, sampling_normalize, tasks_bulk_insert
 
 ALLOWED_KEYS = {"prompt", "messages", "responses", "reference", "tags", "gold", "source"}
 ROLES = {"system", "user", "assistant"}
 MAX_REPORTED_ERRORS = 1000
+# After a large import PostgreSQL's planner statistics still describe the tables as they were
+# until autovacuum's next ANALYZE (which never comes where autovacuum is off). With them stale,
+# it misjudged the next-task reads, e.g. started a parallel worker to read a task's two
+# responses, and next-task latency grew with the table. An import this large refreshes them.
+STATISTICS_REFRESH_ROWS = 1000
+
+
+def _statistics_refresh() -> None:
+    if connection.vendor == "postgresql":
+        tables = [m._meta.db_table for m in (Prompt, Response, RankingTask, TaskResponse)]
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {', '.join(tables)}")
 
 
 @dataclass
@@ -181,6 +193,8 @@ def prompts_import(*, project: Project, lines: Iterable[bytes | str], source: st
         ]
         if items:
             tasks_bulk_insert(project=project, round=round, items=items)
+    if len(prompts) >= STATISTICS_REFRESH_ROWS:
+        _statistics_refresh()
     result.prompts_created = len(prompts)
     result.tasks_created = len(items)
     return result

@@ -151,3 +151,24 @@ def test_conversational_pairs_load_as_a_dataset(admin, make_user, make_project, 
     path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     ds = datasets.load_dataset("json", data_files=str(path), split="train")
     assert ds.num_rows == 2 and ds[1]["prompt"][0]["content"] == "chat"
+
+
+def test_a_large_import_refreshes_the_planner_statistics(make_project):
+    from django.db import connection
+
+    from annotate.services.imports import STATISTICS_REFRESH_ROWS
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+
+    def tasks_estimate() -> float:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'annotate_rankingtask'")
+            return cursor.fetchone()[0]
+
+    project = make_project()
+    n = STATISTICS_REFRESH_ROWS
+    prompts_import(project=project, lines=jsonl(*({"prompt": f"large {i}", "responses": ["a", "b"]}
+                                                  for i in range(n))).splitlines())
+    # ANALYZE counts a table this small exactly; stale statistics would not know these rows.
+    assert tasks_estimate() == RankingTask.objects.count() >= n
