@@ -11,7 +11,6 @@ from config.errors import NotFound
 
 from ..models import Prompt, RankingTask
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
-from ..selectors.projects import project_get
 from ..selectors.tasks import task_as_shown
 from ..services.demonstrations import demonstration_create
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
@@ -26,7 +25,7 @@ class NextTaskView(APIView):
     @extend_schema(request=None, responses={200: s.NextTaskReply, 204: None},
                    summary="Lease the next task to rank (the same one while a lease is live)")
     def post(self, request, project_id: int):
-        lease = task_lease_next(project=project_get(project_id=project_id), annotator=request.user)
+        lease = task_lease_next(project=project_id, annotator=request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response({"task": task_as_shown(lease), "lease": {"id": lease.pk, "expires_at": lease.expires_at}})

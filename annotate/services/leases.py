@@ -69,11 +69,11 @@ def _claim(project_id: int, annotator_id: int) -> tuple[int, bool] | None:
             or sql.task_claim(project_id, annotator_id, wait=True))
 
 
-def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None:
+def _lease_next_once(project_id: int, annotator, now: datetime) -> Lease | None:
     # One read, outside any transaction: this annotator's active lease and the project's stale
     # ones (both come from small partial indexes). Most calls find nothing to expire and go
     # straight to the claim.
-    active = sql.leases_live_or_stale(project.pk, annotator.pk, now, REAP_BATCH)
+    active = sql.leases_live_or_stale(project_id, annotator.pk, now, REAP_BATCH)
     mine = [row for row in active if row[2] == annotator.pk]
     if mine and mine[0][3] > now:
         return Lease.objects.get(pk=mine[0][0])  # asking again with a live lease: the same task
@@ -94,7 +94,7 @@ def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None
             _expire(stale, now)
 
     with transaction.atomic():
-        claimed = _claim(project.pk, annotator.pk)
+        claimed = _claim(project_id, annotator.pk)
         if claimed is None:
             return None
         task_id, reactivate = claimed
@@ -104,19 +104,25 @@ def _lease_next_once(project: Project, annotator, now: datetime) -> Lease | None
         if reactivate:
             sql.lease_reactivate(task_id, annotator.pk, order, expires)
             return Lease.objects.get(task_id=task_id, annotator=annotator)
-        fields = {"project_id": project.pk, "task_id": task_id, "annotator_id": annotator.pk,
+        fields = {"project_id": project_id, "task_id": task_id, "annotator_id": annotator.pk,
                   "status": Lease.Status.ACTIVE, "shown_order": order, "expires_at": expires,
                   "skip_reason": "", "created_at": now, "ended_at": None}
         [lease_id] = sql.rows_insert(Lease, [fields], returning=True)
         return sql.as_saved(Lease(id=lease_id, **fields))
 
 
-def task_lease_next(*, project: Project, annotator, now: datetime | None = None) -> Lease | None:
+def task_lease_next(*, project: Project | int, annotator, now: datetime | None = None) -> Lease | None:
     """The annotator's live lease in this project, or a new lease on the oldest open task they
-    have not ranked or skipped; None when nothing is left for them."""
+    have not ranked or skipped; None when nothing is left for them. `project` may be given as
+    its id (the API does, so that a next-task request reads no project row); a project that
+    does not exist is then reported when nothing is found for it."""
+    project_id = project if isinstance(project, int) else project.pk
     for attempt in range(_RETRIES):
         try:
-            return _lease_next_once(project, annotator, now or timezone.now())
+            lease = _lease_next_once(project_id, annotator, now or timezone.now())
+            if lease is None and isinstance(project, int) and not Project.objects.filter(pk=project_id).exists():
+                raise NotFound(f"project {project_id} does not exist")
+            return lease
         except (IntegrityError, OperationalError):
             # IntegrityError: the same annotator's concurrent request took a lease first (the
             # one-active-lease constraint); the retry returns that lease. OperationalError: a
