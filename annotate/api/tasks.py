@@ -14,7 +14,7 @@ from ..permissions import IsAdmin, IsAnnotatorOrAdmin
 from ..selectors.tasks import task_as_shown
 from ..services.demonstrations import demonstration_create
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
-from ..services.rankings import ranking_submit
+from ..services.rankings import pairs_from_groups, ranking_submit
 from ..services.tasks import task_gold_set
 from . import serializers as s
 
@@ -52,8 +52,8 @@ class RankingCreateView(APIView):
         ranking, _ = ranking_submit(task_id=task_id, lease_id=v["lease"], annotator=request.user,
                                     groups=v["ranking"], flags=v["flags"], rationale=v["rationale"],
                                     time_spent_ms=v["time_spent_ms"])
-        pairs = sum(len(a) * len(b) for i, a in enumerate(ranking.groups) for b in ranking.groups[i + 1:])
-        return Response({"ranking": ranking.pk, "pairs": pairs}, status=status.HTTP_201_CREATED)
+        return Response({"ranking": ranking.pk, "pairs": len(pairs_from_groups(ranking.groups))},
+                        status=status.HTTP_201_CREATED)
 
 
 class SkipView(APIView):

@@ -115,12 +115,12 @@ def task_lease_next(*, project: Project | int, annotator, now: datetime | None =
     """The annotator's live lease in this project, or a new lease on the oldest open task they
     have not ranked or skipped; None when nothing is left for them. `project` may be given as
     its id (the API does, so that a next-task request reads no project row); a project that
-    does not exist is then reported when nothing is found for it."""
+    does not exist is reported when nothing is found for it."""
     project_id = project if isinstance(project, int) else project.pk
     for attempt in range(_RETRIES):
         try:
             lease = _lease_next_once(project_id, annotator, now or timezone.now())
-            if lease is None and isinstance(project, int) and not Project.objects.filter(pk=project_id).exists():
+            if lease is None and not Project.objects.filter(pk=project_id).exists():
                 raise NotFound(f"project {project_id} does not exist")
             return lease
         except (IntegrityError, OperationalError):
