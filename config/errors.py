@@ -21,11 +21,12 @@ class ApplicationError(Exception):
     status = 400
 
     def __init__(self, message: str, *, code: str = "invalid", status: int | None = None,
-                 details: Any = None):
+                 details: Any = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.details = details
+        self.headers = headers or {}
         if status is not None:
             self.status = status
 
@@ -60,7 +61,7 @@ def _first_message(detail: Any) -> str:
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=exc.headers)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

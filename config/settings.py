@@ -159,6 +159,20 @@ RLHF_JOB_STALE_SECONDS = ENV.job_stale_seconds
 RLHF_DEFAULT_MODEL = ENV.default_model_name
 ENV_ADMIN_USERNAME = ENV.admin_username
 ENV_ADMIN_PASSWORD = ENV.admin_password
+RLHF_BIND = ENV.bind
+
+# Limits against abuse and bad input (README, "Configuration").
+DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.max_body_bytes  # Django answers 413 beyond it (config/errors.py)
+RLHF_IMPORT_MAX_BYTES = ENV.import_max_bytes
+RLHF_IMPORT_BATCH_LINES = ENV.import_batch_lines
+RLHF_LEASE_MAX_SECONDS = ENV.lease_max_seconds
+RLHF_DEMONSTRATION_MAX_CHARS = ENV.demonstration_max_chars
+RLHF_DEMONSTRATIONS_PER_HOUR = ENV.demonstrations_per_hour
+RLHF_AUTH_FAIL_LIMIT = ENV.auth_fail_limit
+RLHF_LOGIN_FAIL_LIMIT = ENV.login_fail_limit
+RLHF_AUTH_FAIL_WINDOW_SECONDS = ENV.auth_fail_window_seconds
+RLHF_CLIENT_IP_HEADER = ENV.client_ip_header
+RLHF_TOKEN_MAX_AGE_DAYS = ENV.token_max_age_days
 
 LOGGING = {
     "version": 1,

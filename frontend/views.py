@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from annotate.models import Demonstration, Lease, Project, Prompt
 from annotate.roles import is_admin
 from annotate.selectors.projects import project_counts, project_list
+from config.throttle import Throttled, password_attempt_check, password_failure_record
 
 
 def _render(request, template: str, **context):
@@ -35,9 +36,26 @@ def admin_required(view):
 
 
 class LoginView(auth_views.LoginView):
+    """The login form, throttled like POST /api/auth/token: by username and by address, checked
+    before the password is hashed."""
+
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
     next_page = "/"  # LOGIN_REDIRECT_URL is Django's /accounts/profile/ default, which we do not serve
+
+    def post(self, request, *args, **kwargs):
+        try:
+            password_attempt_check(request, username=request.POST.get("username", ""))
+        except Throttled as exc:
+            response = self.render_to_response(self.get_context_data(form=self.get_form(), throttled=exc.message),
+                                               status=429)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        password_failure_record(self.request, username=self.request.POST.get("username", ""))
+        return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):

@@ -9,6 +9,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import ApplicationError
+from config.throttle import password_attempt_check, password_failure_record
+
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
 from ..roles import is_admin
 from ..services.users import token_obtain, user_create
@@ -23,7 +26,15 @@ class TokenView(APIView):
     def post(self, request):
         data = s.TokenRequest(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response({"token": token_obtain(**data.validated_data)})
+        username = data.validated_data["username"]
+        password_attempt_check(request, username=username)  # before the (deliberately slow) hash
+        try:
+            token = token_obtain(**data.validated_data)
+        except ApplicationError as exc:
+            if exc.code == "invalid_credentials":
+                password_failure_record(request, username=username)
+            raise
+        return Response({"token": token})
 
 
 class UsersView(APIView):

@@ -11,6 +11,20 @@ class TokenAuthentication(authentication.TokenAuthentication):
     annotator request authenticates, and composing DRF's select_related query cost more than
     running it."""
 
+    def authenticate(self, request):
+        parts = authentication.get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword.lower().encode():
+            return None
+        # Imported here: DRF imports this module while config.errors (which throttle needs) imports DRF.
+        from config.throttle import auth_failure_record, auth_failures_check
+
+        auth_failures_check(request)  # an address that keeps failing is refused before the lookup
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            auth_failure_record(request)
+            raise
+
     def authenticate_credentials(self, key):
         token_model = self.get_model()
         user_model = get_user_model()

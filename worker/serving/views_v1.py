@@ -45,7 +45,7 @@ def openai_endpoint(*methods: str) -> Callable:
             except OpenAIError as exc:
                 return exc.response()
             except ApplicationError as exc:
-                return OpenAIError(exc.message, status=exc.status, code=exc.code).response()
+                return OpenAIError(exc.message, status=exc.status, code=exc.code, headers=exc.headers).response()
             except Exception:
                 log.exception("model API request failed")
                 return OpenAIError("The server had an error while processing your request.", status=500,
