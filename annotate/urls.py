@@ -2,6 +2,8 @@
 
 from django.urls import path
 
+from config import converters  # noqa: F401  (registers <id:…>)
+
 from .api import auth, projects, tasks
 
 urlpatterns = [
@@ -9,15 +11,15 @@ urlpatterns = [
     path("users", auth.UsersView.as_view(), name="users"),
     path("me", auth.MeView.as_view(), name="me"),
     path("projects", projects.ProjectsView.as_view(), name="projects"),
-    path("projects/<int:project_id>", projects.ProjectDetailView.as_view(), name="project-detail"),
-    path("projects/<int:project_id>/import", projects.ProjectImportView.as_view(), name="project-import"),
-    path("projects/<int:project_id>/export", projects.ProjectExportView.as_view(), name="project-export"),
-    path("projects/<int:project_id>/stats", projects.ProjectStatsView.as_view(), name="project-stats"),
-    path("projects/<int:project_id>/tasks/next", tasks.NextTaskView.as_view(), name="task-next"),
-    path("leases/<int:lease_id>/heartbeat", tasks.HeartbeatView.as_view(), name="lease-heartbeat"),
-    path("tasks/<int:task_id>/rankings", tasks.RankingCreateView.as_view(), name="task-rankings"),
-    path("tasks/<int:task_id>/skip", tasks.SkipView.as_view(), name="task-skip"),
-    path("tasks/<int:task_id>/gold", tasks.GoldView.as_view(), name="task-gold"),
-    path("prompts/<int:prompt_id>/demonstrations", tasks.DemonstrationCreateView.as_view(),
+    path("projects/<id:project_id>", projects.ProjectDetailView.as_view(), name="project-detail"),
+    path("projects/<id:project_id>/import", projects.ProjectImportView.as_view(), name="project-import"),
+    path("projects/<id:project_id>/export", projects.ProjectExportView.as_view(), name="project-export"),
+    path("projects/<id:project_id>/stats", projects.ProjectStatsView.as_view(), name="project-stats"),
+    path("projects/<id:project_id>/tasks/next", tasks.NextTaskView.as_view(), name="task-next"),
+    path("leases/<id:lease_id>/heartbeat", tasks.HeartbeatView.as_view(), name="lease-heartbeat"),
+    path("tasks/<id:task_id>/rankings", tasks.RankingCreateView.as_view(), name="task-rankings"),
+    path("tasks/<id:task_id>/skip", tasks.SkipView.as_view(), name="task-skip"),
+    path("tasks/<id:task_id>/gold", tasks.GoldView.as_view(), name="task-gold"),
+    path("prompts/<id:prompt_id>/demonstrations", tasks.DemonstrationCreateView.as_view(),
          name="prompt-demonstrations"),
 ]

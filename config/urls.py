@@ -7,6 +7,14 @@ from rest_framework.permissions import AllowAny
 
 from worker.health import healthz
 
+from . import converters  # noqa: F401  (registers <id:…>)
+
+# Django's own error answers, in the shape of the surface asked (config/errors.py).
+handler400 = "config.errors.bad_request"
+handler403 = "config.errors.permission_denied"
+handler404 = "config.errors.page_not_found"
+handler500 = "config.errors.server_error"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("django-admin/", admin.site.urls),

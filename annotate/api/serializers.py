@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from config.converters import MAX_ID
+
 from ..models import Project, Ranking
 from ..roles import ROLES, role_of
+
+
+class IdField(serializers.IntegerField):
+    """A row id sent in a body: out of the id columns' range it is a 400 here, not an overflow in SQL."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(**kwargs)
 
 
 class TokenRequest(serializers.Serializer):
@@ -108,15 +119,18 @@ class NextTaskReply(serializers.Serializer):
 
 
 class LeaseRef(serializers.Serializer):
-    lease = serializers.IntegerField()
+    lease = IdField()
 
 
 class RankingRequest(LeaseRef):
     # Kept as raw JSON so the service, which knows the task, names what is wrong with it.
     ranking = serializers.JSONField(help_text="[[response ids], ...] best first; ids in one group are tied")
-    flags = serializers.ListField(child=serializers.ChoiceField(choices=Ranking.FLAGS), required=False, default=list)
+    flags = serializers.ListField(child=serializers.ChoiceField(choices=Ranking.FLAGS), required=False, default=list,
+                                  max_length=len(Ranking.FLAGS))
     rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
-    time_spent_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
+    # The column's range (PositiveIntegerField): about 24 days, more than any one task takes.
+    time_spent_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**31 - 1,
+                                             default=None)
 
 
 class RankingReply(serializers.Serializer):
@@ -134,12 +148,12 @@ class SkipReply(serializers.Serializer):
 
 
 class GoldRequest(serializers.Serializer):
-    response = serializers.IntegerField(allow_null=True)
+    response = IdField(allow_null=True)
 
 
 class DemonstrationRequest(serializers.Serializer):
     text = serializers.CharField(trim_whitespace=False)
-    based_on_response = serializers.IntegerField(required=False, allow_null=True, default=None)
+    based_on_response = IdField(required=False, allow_null=True, default=None)
 
 
 class DemonstrationReply(serializers.Serializer):

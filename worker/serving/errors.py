@@ -15,6 +15,7 @@ TYPES = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
     429: "requests",
     500: "server_error",
     502: "server_error",
