@@ -8,8 +8,12 @@ from .api import auth, projects, tasks
 
 urlpatterns = [
     path("auth/token", auth.TokenView.as_view(), name="auth-token"),
+    path("auth/tokens", auth.TokensView.as_view(), name="auth-tokens"),
+    path("auth/tokens/<id:token_id>", auth.TokenDetailView.as_view(), name="auth-token-detail"),
     path("users", auth.UsersView.as_view(), name="users"),
+    path("users/<id:user_id>", auth.UserDetailView.as_view(), name="user-detail"),
     path("me", auth.MeView.as_view(), name="me"),
+    path("me/password", auth.PasswordView.as_view(), name="me-password"),
     path("projects", projects.ProjectsView.as_view(), name="projects"),
     path("projects/<id:project_id>", projects.ProjectDetailView.as_view(), name="project-detail"),
     path("projects/<id:project_id>/import", projects.ProjectImportView.as_view(), name="project-import"),

@@ -22,4 +22,5 @@ urlpatterns = [
     path("manage/models", views.manage_models, name="manage_models"),
     path("manage/keys", views.manage_keys, name="manage_keys"),
     path("playground", views.playground, name="playground"),
+    path("tokens", views.tokens, name="tokens"),
 ]

@@ -157,6 +157,11 @@ def manage_keys(request):
     return _render(request, "manage/keys.html")
 
 
+@login_required
+def tokens(request):
+    return _render(request, "tokens.html", max_age_days=settings.RLHF_TOKEN_MAX_AGE_DAYS)
+
+
 @admin_required
 def playground(request):
     return _render(request, "playground.html")

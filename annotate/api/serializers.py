@@ -20,17 +20,49 @@ class IdField(serializers.IntegerField):
 
 
 class TokenRequest(serializers.Serializer):
-    username = serializers.CharField()
-    password = serializers.CharField(trim_whitespace=False)
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(trim_whitespace=False, max_length=4096)
+    name = serializers.CharField(max_length=100, required=False, default="api", help_text="what the token is for")
 
 
 class TokenReply(serializers.Serializer):
-    token = serializers.CharField()
+    token = serializers.CharField(help_text="the key itself, shown this once")
+    id = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+
+
+class TokenCreateRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+
+
+class TokenOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField()
+    current = serializers.SerializerMethodField(help_text="the token this request came with")
+
+    def get_current(self, token) -> bool:
+        return token.pk == self.context.get("current_id")
+
+
+class UserUpdateRequest(serializers.Serializer):
+    is_active = serializers.BooleanField(required=False)
+    password = serializers.CharField(trim_whitespace=False, max_length=4096, required=False,
+                                     help_text="a new password; the user's tokens and sessions end")
+    role = serializers.ChoiceField(choices=ROLES, required=False)
+
+
+class PasswordChangeRequest(serializers.Serializer):
+    old_password = serializers.CharField(trim_whitespace=False, max_length=4096)
+    new_password = serializers.CharField(trim_whitespace=False, max_length=4096)
 
 
 class UserCreateRequest(serializers.Serializer):
     username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
-    password = serializers.CharField(trim_whitespace=False)
+    password = serializers.CharField(trim_whitespace=False, max_length=4096)
     role = serializers.ChoiceField(choices=ROLES, default="annotator")
 
 
@@ -38,6 +70,7 @@ class UserOut(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
     role = serializers.SerializerMethodField()
+    is_active = serializers.BooleanField()
 
     def get_role(self, user) -> str:
         return role_of(user)
