@@ -150,8 +150,9 @@ def test_token_authentication_is_one_query(make_user):
     _, key = api_token_create(user=user)
     client = with_token(key)
     client.get("/api/me")  # the first use writes last_used_at
-    from annotate.api.authentication import TokenAuthentication
     from rest_framework.test import APIRequestFactory
+
+    from annotate.api.authentication import TokenAuthentication
 
     request = APIRequestFactory().get("/api/me", HTTP_AUTHORIZATION=f"Token {key}")
     with CaptureQueriesContext(connection) as queries:
