@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from rlhf.checkpoints import data_summary, save_model_dir
+from rlhf.checkpoints import check_new_output, data_summary, save_model_dir
 from rlhf.data import EncodedPair, collate_pairs, encode_pair, split_eval
 from rlhf.lora import apply_lora, lora_options
 from rlhf.losses import dpo_loss, sequence_logprob
@@ -64,6 +64,7 @@ def all_pair_logprobs(model: Any, pairs: list[EncodedPair], pad_id: int, config:
 def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir: str | Path,
               on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
     """DPO from the `policy` directory (usually the SFT model) on pairs, saved to out_dir."""
+    check_new_output(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model, tokenizer = load_policy(policy, device=str(device), eval_mode=False)
@@ -99,7 +100,7 @@ def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir:
                 "eval_margin": (cr - rr).mean().item()}
 
     outcome = supervised_loop(config, params, len(train), step, device=device, eval_fn=evaluate,
-                              on_step=on_step, should_stop=should_stop)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
     metrics = final_metrics(outcome)
     if outcome.cancelled:
         return StageResult(None, metrics, outcome.history, cancelled=True)

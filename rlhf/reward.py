@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from rlhf.checkpoints import data_summary, save_model_dir
+from rlhf.checkpoints import check_new_output, data_summary, save_model_dir
 from rlhf.data import EncodedPair, collate_pairs, encode_pair, split_eval
 from rlhf.lora import apply_lora, lora_options
 from rlhf.losses import pairwise_loss
@@ -76,6 +76,7 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
 
     eval_pairs, when given, replace the random held-out split.
     """
+    check_new_output(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     rm = load_reward_model(base, device=str(device), eval_mode=False)
@@ -100,7 +101,7 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
 
     outcome = supervised_loop(config, params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_pairs(model, held, pad, config, device),
-                              on_step=on_step, should_stop=should_stop)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
     if outcome.cancelled:
         return StageResult(None, final_metrics(outcome), outcome.history, cancelled=True)
     # Score statistics over the training pairs: PPO divides by them so rewards start at unit scale.

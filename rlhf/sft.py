@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from rlhf.checkpoints import data_summary, save_model_dir
+from rlhf.checkpoints import check_new_output, data_summary, save_model_dir
 from rlhf.data import Encoded, collate_sft, encode_pair_side, split_eval, split_messages
 from rlhf.lora import apply_lora, lora_options
 from rlhf.losses import token_nll
@@ -66,6 +66,7 @@ def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTCo
 def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: str | Path,
               on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
     """Fine-tune `base` on demonstrations [{"prompt", "response"} | {"messages"}] and save to out_dir."""
+    check_new_output(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model, tokenizer = load_policy(base, device=str(device), eval_mode=False)
@@ -85,7 +86,7 @@ def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: st
 
     outcome = supervised_loop(config, params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_sft(model, held, pad, config, device),
-                              on_step=on_step, should_stop=should_stop)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
     metrics = final_metrics(outcome)
     if outcome.cancelled:
         return StageResult(None, metrics, outcome.history, cancelled=True)
