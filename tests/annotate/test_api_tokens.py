@@ -167,7 +167,7 @@ def test_migration_carries_plain_tokens_over_as_hashes(make_user):
         cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, created timestamp, user_id bigint)")
         cursor.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (%s, %s, %s)",
                        [key, timezone.now(), user.pk])
-    migration = importlib.import_module("annotate.migrations.0003_api_tokens")
+    migration = importlib.import_module("annotate.migrations.0004_api_tokens")
     from django.apps import apps
 
     class Editor:  # what the migration uses of a schema editor (SQLite's refuses to open inside a test's transaction)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0003_api_tokens'),
+        ('annotate', '0004_api_tokens'),
     ]
 
     operations = [

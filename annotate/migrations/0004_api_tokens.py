@@ -50,7 +50,7 @@ def carry_over_plain_tokens(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0002_project_loop_settings'),
+        ('annotate', '0003_round_stages'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
