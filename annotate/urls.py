@@ -20,6 +20,7 @@ urlpatterns = [
     path("projects/<id:project_id>/export", projects.ProjectExportView.as_view(), name="project-export"),
     path("projects/<id:project_id>/stats", projects.ProjectStatsView.as_view(), name="project-stats"),
     path("projects/<id:project_id>/tasks/next", tasks.NextTaskView.as_view(), name="task-next"),
+    path("projects/<id:project_id>/writing/next", tasks.WritingNextView.as_view(), name="writing-next"),
     path("leases/<id:lease_id>/heartbeat", tasks.HeartbeatView.as_view(), name="lease-heartbeat"),
     path("tasks/<id:task_id>/rankings", tasks.RankingCreateView.as_view(), name="task-rankings"),
     path("tasks/<id:task_id>/skip", tasks.SkipView.as_view(), name="task-skip"),

@@ -11,9 +11,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 
-from annotate.models import Demonstration, Lease, Project, Prompt
+from annotate.models import Demonstration, Lease, Project
 from annotate.roles import is_admin
 from annotate.selectors.projects import project_counts, project_list
+from annotate.selectors.writing import prompt_to_write
+from annotate.services.demonstrations import prompt_offer_make
+from config.converters import MAX_ID
 from config.throttle import Throttled, password_attempt_check, password_failure_record
 
 
@@ -97,21 +100,19 @@ def rank(request, project_id: int):
 @login_required
 def write(request, project_id: int):
     """Writing mode: the prompt to answer is chosen here (a prompt of the project that this
-    annotator has not written for yet), or given as ?prompt=ID."""
+    annotator has not written for yet), or given as ?prompt=ID; the page carries the signed offer
+    the demonstration must come back with."""
     project = get_object_or_404(Project, pk=project_id)
-    prompt = None
-    wanted = request.GET.get("prompt")
-    if wanted and wanted.isdigit():
-        prompt = Prompt.objects.filter(project=project, pk=int(wanted)).first()
-    if prompt is None:
-        done = Demonstration.objects.filter(annotator=request.user, project=project).values("prompt_id")
-        todo = Prompt.objects.filter(project=project).exclude(pk__in=done).order_by("id")
-        after = request.GET.get("after", "")
-        # "Another prompt" moves past the current one, wrapping round to the first.
-        prompt = (todo.filter(pk__gt=int(after)).first() if after.isdigit() else None) or todo.first()
+
+    def number(name: str) -> int | None:
+        raw = request.GET.get(name, "")
+        return int(raw) if raw.isdigit() and 0 < int(raw) <= MAX_ID else None
+
+    prompt = prompt_to_write(project=project, annotator=request.user, wanted=number("prompt"), after=number("after"))
     data = _project_page_data(project)
     if prompt is not None:
-        data["prompt"] = {"id": prompt.pk, "messages": prompt.as_messages()}
+        data["prompt"] = {"id": prompt.pk, "messages": prompt.as_messages(),
+                          "offer": prompt_offer_make(prompt=prompt, annotator=request.user)}
     return _render(request, "write.html", project=project, prompt=prompt, page_data=data)
 
 

@@ -185,8 +185,16 @@ class GoldRequest(serializers.Serializer):
 
 
 class DemonstrationRequest(serializers.Serializer):
-    text = serializers.CharField(trim_whitespace=False)
+    text = serializers.CharField(trim_whitespace=False, help_text="at most RLHF_DEMONSTRATION_MAX_CHARS characters")
     based_on_response = IdField(required=False, allow_null=True, default=None)
+    offer = serializers.CharField(required=False, allow_blank=True, default="", max_length=200,
+                                  help_text="the offer writing mode gave with the prompt (not needed for a prompt "
+                                            "of a task you were given)")
+
+
+class WritingOut(serializers.Serializer):
+    prompt = serializers.DictField(help_text="{id, messages}")
+    offer = serializers.CharField(help_text="send it back with the demonstration")
 
 
 class DemonstrationReply(serializers.Serializer):

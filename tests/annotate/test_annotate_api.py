@@ -82,7 +82,8 @@ MATRIX = [
      lambda w: {"response": w["next"]["task"]["responses"][0]["id"]}, "json",
      dict(anon=401, annotator=403, other=403, admin=200)),
     ("demonstration", "post", lambda w: f"/api/prompts/{w['next']['task']['prompt_id']}/demonstrations",
-     lambda w: {"text": "An ideal answer."}, "json", dict(anon=401, annotator=201, other=201, admin=201)),
+     # "other" was never shown the prompt (issue #15: demonstrations only for prompts shown)
+     lambda w: {"text": "An ideal answer."}, "json", dict(anon=401, annotator=201, other=403, admin=201)),
 ]
 
 

@@ -19,7 +19,7 @@ async function save() {
   if (!text.trim()) return showError($("error"), new Error("Write an answer first."));
   $("save").disabled = true;
   try {
-    await api(`/api/prompts/${data.prompt.id}/demonstrations`, { method: "POST", body: { text, based_on_response: null } });
+    await api(`/api/prompts/${data.prompt.id}/demonstrations`, { method: "POST", body: { text, based_on_response: null, offer: data.prompt.offer } });
     toast("Answer saved");
     window.location.assign(window.location.pathname); // the server picks the next prompt
   } catch (err) {
