@@ -50,8 +50,32 @@ class Conflict(ApplicationError):
         super().__init__(message, code=code, details=details)
 
 
+def _server_roots() -> list[tuple[str, str]]:
+    from pathlib import Path
+
+    roots = [(str(settings.ARTIFACTS_ROOT), "<artifacts>"), (str(settings.DATA_DIR), "<data>"),
+             (str(settings.BASE_DIR), "<app>"), (str(Path.home()), "~")]
+    return sorted(((r, n) for r, n in roots if len(r) > 1), key=lambda rn: -len(rn[0]))
+
+
+def public_text(value: Any) -> Any:
+    """What an answer may say: the server's own directories (artifacts, data folder, code,
+    home) replaced by a placeholder, so that no error tells a client or an annotator where the
+    files lie. Applied to every error body of /api and /v1 and to /healthz; the server log
+    keeps the full text."""
+    if isinstance(value, str):
+        for root, name in _server_roots():
+            value = value.replace(root, name)
+        return value
+    if isinstance(value, dict):
+        return {k: public_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [public_text(v) for v in value]
+    return value
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict:
-    return {"error": {"code": code, "message": message, "details": details}}
+    return {"error": {"code": code, "message": public_text(message), "details": public_text(details)}}
 
 
 def _first_message(detail: Any) -> str:

@@ -37,7 +37,10 @@ class OpenAIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        from config.errors import public_text  # no server paths in answers
+
+        return {"error": {"message": public_text(self.message), "type": self.type, "param": self.param,
+                          "code": self.code}}
 
     def response(self) -> JsonResponse:
         response = JsonResponse(self.body(), status=self.status)
