@@ -17,6 +17,20 @@ DEBUG = ENV.debug
 ALLOWED_HOSTS = ENV.allowed_hosts
 CSRF_TRUSTED_ORIGINS = ENV.csrf_trusted_origins
 
+# Behind a TLS proxy (README, "Production behind a TLS proxy"): RLHF_PROXY_SSL_HEADER names the
+# header the proxy sets to "https"; RLHF_HTTPS makes cookies secure, sends HSTS and redirects
+# plain http (except /healthz, which the proxy and compose probe over http).
+if ENV.proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + ENV.proxy_ssl_header.upper().replace("-", "_"), "https")
+if ENV.https:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = ENV.hsts_seconds
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -34,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -111,12 +126,21 @@ REST_FRAMEWORK = {
                                "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    # JSON only: DRF's browsable pages would answer a browser's errors as HTML (/api/docs is the
+    # interactive reference).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF service API",
     "DESCRIPTION": "Annotation, training jobs, model registry and the OpenAI-compatible model API.",
     "VERSION": "0.1.0",
+    # Swagger UI from our vendored copy (frontend/static/frontend/vendor/swagger-ui), not a CDN.
+    "SWAGGER_UI_DIST": "/static/frontend/vendor/swagger-ui",
+    "SWAGGER_UI_FAVICON_HREF": "/static/frontend/vendor/swagger-ui/favicon-32x32.png",
+    # /v1 is plain Django views (OpenAI's shape); its paths are described by hand.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "worker.serving.schema.add_v1_paths"],
 }
 
 # Celery: the embedded default uses kombu's filesystem transport (no server to run);

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
 from worker.health import healthz
@@ -20,7 +20,9 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     # The API's description is public, as with any published API; its data is not.
     path("api/schema", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),
-    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[AllowAny]),
+    # The split view serves Swagger UI's start-up script as its own request: no inline script.
+    path("api/docs", SpectacularSwaggerSplitView.as_view(url_name="schema", permission_classes=[AllowAny],
+                                                         template_name="frontend/swagger_ui.html"),
          name="api-docs"),
     path("api/", include("annotate.urls")),
     path("api/", include("worker.urls")),

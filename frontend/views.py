@@ -17,6 +17,7 @@ from annotate.selectors.projects import project_counts, project_list
 from annotate.selectors.writing import prompt_to_write
 from annotate.services.demonstrations import prompt_offer_make
 from config.converters import MAX_ID
+from config.security import allow_remote_images
 from config.throttle import Throttled, password_attempt_check, password_failure_record
 
 
@@ -68,6 +69,7 @@ class LogoutView(auth_views.LogoutView):
 def _project_page_data(project) -> dict:
     return {"id": project.pk, "name": project.name, "guidelines": project.guidelines,
             "allow_ties": project.allow_ties, "responses_per_task": project.responses_per_task,
+            "allow_remote_images": project.allow_remote_images,
             "lease_seconds": settings.RLHF_LEASE_SECONDS}
 
 
@@ -94,7 +96,15 @@ def home(request):
 @login_required
 def rank(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
-    return _render(request, "rank.html", project=project, page_data=_project_page_data(project))
+    return _with_image_policy(project, _render(request, "rank.html", project=project,
+                                               page_data=_project_page_data(project)))
+
+
+def _with_image_policy(project, response):
+    """Pages showing a project's model output load remote images only if the project allows them."""
+    if project.allow_remote_images:
+        allow_remote_images(response)
+    return response
 
 
 @login_required
@@ -113,7 +123,7 @@ def write(request, project_id: int):
     if prompt is not None:
         data["prompt"] = {"id": prompt.pk, "messages": prompt.as_messages(),
                           "offer": prompt_offer_make(prompt=prompt, annotator=request.user)}
-    return _render(request, "write.html", project=project, prompt=prompt, page_data=data)
+    return _with_image_policy(project, _render(request, "write.html", project=project, prompt=prompt, page_data=data))
 
 
 @admin_required

@@ -93,13 +93,15 @@ class ProjectUpdateRequest(serializers.Serializer):
     allow_ties = serializers.BooleanField(required=False)
     policy_algorithm = serializers.ChoiceField(choices=["ppo", "dpo"], required=False)
     require_approval = serializers.BooleanField(required=False)
+    allow_remote_images = serializers.BooleanField(
+        required=False, help_text="show images from other sites in model output (off: they are links)")
 
 
 class ProjectOut(serializers.ModelSerializer):
     class Meta:
         model = Project
         fields = ["id", "name", "slug", "guidelines", "responses_per_task", "rankings_per_task", "allow_ties",
-                  "policy_algorithm", "require_approval", "created_at"]
+                  "policy_algorithm", "require_approval", "allow_remote_images", "created_at"]
 
 
 class ProjectCounts(serializers.Serializer):

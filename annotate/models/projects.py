@@ -26,6 +26,9 @@ class Project(models.Model):
     # How a self-running round turns rankings into a policy, and whether an admin signs it off.
     policy_algorithm = models.CharField(max_length=8, choices=[("ppo", "PPO"), ("dpo", "DPO")], default="ppo")
     require_approval = models.BooleanField(default=False)
+    # Off: images in model output that would load from another site are shown as links (an image
+    # from anywhere is a beacon that tells its server each time a task is shown).
+    allow_remote_images = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # Set on the hidden project an import writes into, batch by batch, before its rows move to
     # this target in one short transaction (services/imports.py). No one else sees such a project.

@@ -1,9 +1,9 @@
 // One job, live: progress bar, a Chart.js line chart per metric series, logs, cancel.
-import { api, h, showError, toast } from "./api.js";
+import { api, h, pageData, showError, toast } from "./api.js";
 import { badge, eta, FINAL, progressBar } from "./jobs_common.js";
 
 const $ = (id) => document.getElementById(id);
-const jobId = window.JOB_ID;
+const jobId = pageData("job-id"); // data, not an inline script: the CSP runs only our own files
 const Chart = window.Chart;
 
 // Metrics the stages report, in the order an admin looks at them; others follow by name.

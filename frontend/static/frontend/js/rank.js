@@ -2,10 +2,11 @@
 // flag, skip, submit, keep the lease alive, and load the next task without reloading the page.
 import { api, h, pageData, showError, toast } from "./api.js";
 import { promptOf, renderMessages } from "./chat.js";
-import { renderMarkdown } from "./markdown.js";
+import { allowRemoteImages, renderMarkdown } from "./markdown.js";
 import Sortable from "../vendor/sortable.esm.js";
 
 const project = pageData("page-data");
+allowRemoteImages(project.allow_remote_images);
 const $ = (id) => document.getElementById(id);
 const LETTERS = "ABCDEFGH";
 

@@ -1,9 +1,10 @@
 // Writing mode: write the ideal answer to one prompt, with a live sanitised preview.
 import { api, pageData, showError, toast } from "./api.js";
 import { renderMessages } from "./chat.js";
-import { renderMarkdown } from "./markdown.js";
+import { allowRemoteImages, renderMarkdown } from "./markdown.js";
 
 const data = pageData("page-data");
+allowRemoteImages(data.allow_remote_images);
 const $ = (id) => document.getElementById(id);
 renderMessages($("prompt"), data.prompt.messages);
 
