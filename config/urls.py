@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
@@ -17,6 +18,9 @@ handler500 = "config.errors.server_error"
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # The Django admin signs in through our login page, which throttles password guessing;
+    # its own login form would not.
+    path("django-admin/login/", RedirectView.as_view(url="/login", query_string=True), name="django-admin-login"),
     path("django-admin/", admin.site.urls),
     # The API's description is public, as with any published API; its data is not.
     path("api/schema", SpectacularAPIView.as_view(permission_classes=[AllowAny]), name="schema"),

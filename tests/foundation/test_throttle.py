@@ -184,3 +184,16 @@ def test_login_page_throttles_guesses(limits, django_user_model):
     response = _assert_throttled(client.post("/login", {"username": "victim", "password": "right-password-1"}))
     assert b"Too many failed sign-ins" in response.content and b"app.css" in response.content
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+@pytest.mark.sqlite
+def test_the_django_admin_login_goes_through_the_throttled_page(limits, django_user_model):
+    django_user_model.objects.create_superuser("root", password="right-password-1")
+    client = Client(REMOTE_ADDR="198.51.100.11")
+    response = client.post("/django-admin/login/?next=/django-admin/", {"username": "root", "password": "guess"})
+    assert response.status_code == 302 and response["Location"] == "/login?next=/django-admin/"
+    assert "_auth_user_id" not in client.session  # no password was checked there
+    for i in range(3):
+        client.post("/login", {"username": "root", "password": f"guess{i}"})
+    _assert_throttled(client.post("/login?next=/django-admin/", {"username": "root", "password": "right-password-1"}))
