@@ -25,6 +25,7 @@ from rlhf.training import (
     seed_everything,
     supervised_loop,
 )
+from rlhf.validation import require_valid
 
 
 @dataclass
@@ -64,6 +65,7 @@ def all_pair_logprobs(model: Any, pairs: list[EncodedPair], pad_id: int, config:
 def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir: str | Path,
               on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
     """DPO from the `policy` directory (usually the SFT model) on pairs, saved to out_dir."""
+    require_valid(config)
     check_new_output(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)

@@ -45,6 +45,7 @@ from rlhf.sampling import SamplingConfig, make_generator
 from rlhf.scorers import Scorer, get_scorer
 from rlhf.tokenization import encode_prompt, eos_token_ids
 from rlhf.training import OnStep, ShouldStop, StageResult, make_optimizer, optimizer_step, out_path
+from rlhf.validation import require_valid
 
 
 def _rollout_sampling() -> SamplingConfig:
@@ -169,6 +170,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
         raise ValueError("critic='reward_model' needs a reward model to initialise the critic from")
     if not prompts:
         raise ValueError("no prompts")
+    require_valid(config)
     check_new_output(out_dir)
     sampling = config.sampling_config()
     random.seed(config.seed)

@@ -24,6 +24,7 @@ from rlhf.training import (
     seed_everything,
     supervised_loop,
 )
+from rlhf.validation import require_valid
 
 
 @dataclass
@@ -76,6 +77,7 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
 
     eval_pairs, when given, replace the random held-out split.
     """
+    require_valid(config)
     check_new_output(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)

@@ -25,6 +25,7 @@ from rlhf.training import (
     seed_everything,
     supervised_loop,
 )
+from rlhf.validation import require_valid
 
 
 @dataclass
@@ -66,6 +67,7 @@ def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTCo
 def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: str | Path,
               on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
     """Fine-tune `base` on demonstrations [{"prompt", "response"} | {"messages"}] and save to out_dir."""
+    require_valid(config)
     check_new_output(out_dir)
     seed_everything(config.seed)
     device = resolve_device(config.device)

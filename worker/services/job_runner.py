@@ -61,10 +61,19 @@ class JobReporter:
             shown = samples[:4] if isinstance(samples, list) else samples
             job_log(job=self.job, message=f"step {step} samples: {shown}"[:4000])
         JobMetric.objects.create(job=self.job, step=step, values=values)
-        progress = {"step": step, "total": total, "eta_seconds": round(eta, 1) if eta is not None else None}
+        progress = {"step": step, "total": total, "eta_seconds": round(eta, 1) if eta is not None else None,
+                    "stage": metrics.get("stage") or "training"}
         TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
         for alarm in metrics.get("alarms") or []:
             job_log(job=self.job, level="WARNING", message=f"step {step}: {alarm}")
+
+    def stage(self, label: str, total: int | None = None) -> None:
+        """Say what the job is doing now (loading model, generating, training, saving) and, when
+        known, how many steps it will take: the page shows both from the job's first second."""
+        progress = {**(TrainingJob.objects.get(pk=self.job.pk).progress or {}), "stage": label}
+        if total is not None:
+            progress["total"] = total
+        TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
 
     def should_stop(self) -> bool:
         now = time.monotonic()

@@ -139,10 +139,10 @@ def jobs_republish_lost(*, now=None, idle_seconds: int = 30) -> list[int]:
     message was lost: publish it again. A duplicate is harmless, as a job is claimed once."""
     now = now or timezone.now()
     alive = now - timedelta(seconds=settings.RLHF_WORKER_STALE_SECONDS)
-    idle = (WorkerHeartbeat.objects.filter(last_seen__gte=alive, current_job_id__isnull=True,
-                                           idle_since__lte=now - timedelta(seconds=idle_seconds))
-            .order_by("idle_since").first())
-    if idle is None or "gpu" not in (idle.queues or []):
+    idle = next((w for w in WorkerHeartbeat.objects.filter(
+        last_seen__gte=alive, current_job_id__isnull=True, idle_since__lte=now - timedelta(seconds=idle_seconds))
+        .order_by("idle_since") if "gpu" in (w.queues or [])), None)
+    if idle is None:
         return []
     waited = Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - timedelta(seconds=idle_seconds))
     lost = list(TrainingJob.objects.filter(waited, state="queued").order_by("id").values_list("id", flat=True)[:20])
