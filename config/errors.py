@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -61,6 +62,10 @@ def _first_message(detail: Any) -> str:
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database restarting or unreachable: nothing was stored; the client may try again.
+        return Response(error_body("database_unavailable", "the database is unavailable; nothing was saved, "
+                                   "try again in a moment"), status=503, headers={"Retry-After": "5"})
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):
