@@ -65,7 +65,9 @@ class Env:
     csrf_trusted_origins: list[str]  # DJANGO_CSRF_TRUSTED_ORIGINS, comma separated
     lease_seconds: int  # RLHF_LEASE_SECONDS: how long an annotator holds a task
     worker_stale_seconds: int  # RLHF_WORKER_STALE_SECONDS: a worker unseen this long is gone
-    job_stale_seconds: int  # RLHF_JOB_STALE_SECONDS: a running job silent this long is marked failed
+    job_stale_seconds: int  # RLHF_JOB_STALE_SECONDS: a running job silent this long lost its worker
+    job_max_attempts: int  # RLHF_JOB_MAX_ATTEMPTS: runs of a job, automatic resumes after a lost worker included
+    job_time_limit_seconds: int  # RLHF_JOB_TIME_LIMIT_SECONDS: default wall-time limit of a job
     default_model_name: str  # RLHF_DEFAULT_MODEL: name of the bundled base model version
     log_level: str  # RLHF_LOG_LEVEL
     cache_url: str  # CACHE_URL: empty = file cache in the data folder; redis://… to share across hosts
@@ -132,6 +134,8 @@ def load() -> Env:
         lease_seconds=_int("RLHF_LEASE_SECONDS", 600, minimum=5),
         worker_stale_seconds=_int("RLHF_WORKER_STALE_SECONDS", 15, minimum=2),
         job_stale_seconds=_int("RLHF_JOB_STALE_SECONDS", 60, minimum=5),
+        job_max_attempts=_int("RLHF_JOB_MAX_ATTEMPTS", 2, minimum=1),
+        job_time_limit_seconds=_int("RLHF_JOB_TIME_LIMIT_SECONDS", 6 * 3600, minimum=10),
         default_model_name=_str("RLHF_DEFAULT_MODEL", "SmolLM2-135M-Instruct"),
         log_level=_str("RLHF_LOG_LEVEL", "INFO").upper(),
         cache_url=_check_url("CACHE_URL", _str("CACHE_URL", ""), ("redis", "rediss"))

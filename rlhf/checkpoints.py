@@ -1,14 +1,25 @@
 """Checkpoints: every result is a plain Hugging Face directory (safetensors, config, tokenizer,
 chat template) with the training config, data summary and metrics beside it; plus the private
-training state that makes a stage resumable."""
+training state that makes a stage resumable.
+
+Durability: a model directory is written once. It is built in a temporary sibling, every file and
+directory in it is fsync'd, and only then is it renamed into place, so a crash at any moment
+leaves either no directory or a complete one, never a half-written one, and never deletes an
+existing model. The resumable state lives beside the model directory (`<out>.state/`), written
+the same way, and is removed once the model is in place.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +28,75 @@ import torch
 RLHF_CONFIG_FILE = "rlhf_config.json"
 METRICS_FILE = "metrics.json"
 DATA_SUMMARY_FILE = "data_summary.json"
-TRAINING_STATE_DIR = "training_state"  # inside out_dir, removed when a stage finishes
+STATE_SUFFIX = ".state"  # <out_dir>.state holds a stage's resumable state until its model is saved
+STATE_FILE = "state.pt"
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a directory's entries (a rename, a new file) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | Path) -> None:
+    """fsync every file below `path`, then every directory bottom-up, so that a rename after this
+    publishes contents that are already on disk."""
+    for root, _dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(root)
+
+
+def partial_prefix(out: Path) -> str:
+    """Name prefix of the temporary siblings `atomic_directory` builds `out` in."""
+    return f".{out.name}.partial-"
+
+
+def remove_partials(out: str | Path) -> list[Path]:
+    """Delete what crashed writers of `out` left behind (call it only when no writer of `out` runs)."""
+    out = Path(out)
+    removed = []
+    if out.parent.is_dir():
+        for leftover in out.parent.glob(partial_prefix(out) + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def check_new_output(out_dir: str | Path) -> None:
+    """Fail before any work when a stage's output directory already holds something: a model
+    directory belongs to one run (its resumable state is kept beside it, not in it)."""
+    if Path(out_dir).exists():
+        raise FileExistsError(f"{out_dir} already exists; a model directory is written once (choose a new one)")
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `out` to write into; when the block ends without error, fsync it
+    and rename it to `out`. `out` must not exist: a directory is never replaced, so nothing a
+    registered model points to is ever deleted. On error the temporary directory is removed."""
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; a model directory is written once (choose a new one)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out), dir=out.parent))
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        if out.exists():  # someone else published it meanwhile: never overwrite
+            raise FileExistsError(f"{out} appeared while it was being written; nothing was replaced")
+        os.rename(tmp, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _jsonable(obj: Any) -> Any:
@@ -27,8 +106,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    """Write a JSON file by rename, so a reader never sees half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True, default=str))
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(_jsonable(obj), indent=2, sort_keys=True, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
     tmp.replace(path)
 
 
@@ -45,31 +128,24 @@ def data_summary(records: list[dict], **extra: Any) -> dict[str, Any]:
 def save_model_dir(model: Any, tokenizer: Any, out_dir: str | Path, *, stage: str, config: Any,
                    metrics: dict[str, Any], summary: dict[str, Any], base: str | None = None,
                    extra_json: dict[str, Any] | None = None, merge_lora: bool = True) -> Path:
-    """Write the model as a HF directory, atomically: a crash leaves no half-written checkpoint.
+    """Write the model as a HF directory, atomically (see the module docstring), then drop the
+    stage's resumable state, which the finished model supersedes.
 
     A peft model is merged into plain weights when `merge_lora` (then transformers and vLLM load it
     as it is); otherwise the adapter is saved and `load_policy` merges it on load.
     """
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     if hasattr(model, "merge_and_unload") and merge_lora:
         model = model.merge_and_unload()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / RLHF_CONFIG_FILE, {"stage": stage, "base": base, "config": _jsonable(config)})
-    write_json(tmp / METRICS_FILE, metrics)
-    write_json(tmp / DATA_SUMMARY_FILE, summary)
-    for name, obj in (extra_json or {}).items():
-        write_json(tmp / name, obj)
-    # Keep a resumable state that lives in out_dir (PPO writes it there) out of the way.
-    state = out / TRAINING_STATE_DIR
-    if out.exists():
-        if state.exists():
-            shutil.rmtree(state)
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / RLHF_CONFIG_FILE, {"stage": stage, "base": base, "config": _jsonable(config)})
+        write_json(tmp / METRICS_FILE, metrics)
+        write_json(tmp / DATA_SUMMARY_FILE, summary)
+        for name, obj in (extra_json or {}).items():
+            write_json(tmp / name, obj)
+    shutil.rmtree(state_dir(out), ignore_errors=True)
     return out
 
 
@@ -87,20 +163,51 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def state_dir(out_dir: str | Path) -> Path:
+    """Where the stage writing `out_dir` keeps its resumable state: a sibling, so the model
+    directory itself is only ever created whole."""
+    out = Path(out_dir)
+    return out.with_name(out.name + STATE_SUFFIX)
+
+
 def save_training_state(out_dir: str | Path, state: dict[str, Any]) -> Path:
-    """Everything a resumed run needs beyond the config (weights, optimizer, RNG, counters), as one
-    torch file written atomically next to where the final model will go."""
-    folder = Path(out_dir) / TRAINING_STATE_DIR
+    """Everything a resumed run needs beyond the config (trainable weights, optimizer, RNG,
+    counters), as one torch file. Written to a temporary file, fsync'd, then renamed over the
+    previous state: a crash leaves the previous state or the new one."""
+    folder = state_dir(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(folder / "state.pt")
-    return folder / "state.pt"
+    tmp = folder / (STATE_FILE + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(folder / STATE_FILE)
+    fsync_dir(folder)
+    return folder / STATE_FILE
 
 
 def load_training_state(out_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(out_dir) / TRAINING_STATE_DIR / "state.pt"
+    path = state_dir(out_dir) / STATE_FILE
     if not path.is_file():
         return None
     # weights_only=False: the state holds RNG tuples and plain dicts we wrote ourselves.
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that training changes (all of them, or a LoRA adapter and new heads): what a
+    resumable state must keep; frozen weights come back from the base checkpoint."""
+    return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put back what `trainable_state` saved; every trainable parameter must be in it."""
+    params = dict(module.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unknown = [n for n in state if n not in params]
+    if missing or unknown:
+        raise ValueError(f"resumable state does not fit the model: missing {missing[:3]}, unknown {unknown[:3]}; "
+                         "was it saved with another config?")
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from rlhf.checkpoints import data_summary
+from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import EncodedPair, collate_pairs, encode_pairs, split_eval
 from rlhf.losses import dpo_loss
 from rlhf.models import autocast, labelled_token_logits
@@ -57,6 +57,7 @@ def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir:
               on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
     """DPO from the `policy` directory (usually the SFT model) on pairs, saved to out_dir; prompts are
     held out whole, and pairs whose responses do not fit max_length with their EOS are dropped."""
+    check_new_output(out_dir)
     stage = stage_start(config, policy)
     model, tokenizer, device = stage.model, stage.tokenizer, stage.device
     train_records, held_records = split_eval(pairs, config.eval_fraction, config.seed)
@@ -91,7 +92,7 @@ def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir:
                 "eval_margin": (cr - rr).mean().item(), "eval_pairs": len(held)}
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device, eval_fn=evaluate,
-                              on_step=on_step, should_stop=should_stop)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
     if outcome.cancelled:
         return cancelled_result(outcome)
     metrics = {**final_metrics(outcome), "dropped_truncated": dropped + dropped_held}

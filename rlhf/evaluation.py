@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import ShouldStop
 from rlhf.models import (
     load_policy,
     load_reward_model,
@@ -41,20 +42,22 @@ def _sequence_logprob(model: Any, tokenizer: Any, prompt: Any, response_ids: lis
 
 
 def compare_policies(candidate: str | Path, previous: str | Path, reward_model: str | Path | None,
-                     prompts: list, config: EvalConfig | None = None) -> dict[str, float]:
+                     prompts: list, config: EvalConfig | None = None,
+                     should_stop: ShouldStop | None = None) -> dict[str, float]:
     """Mean reward of both policies, win rate (ties count half) and KL(candidate || previous)
     estimated as the mean summed log-ratio over the candidate's samples.
 
     One prompt format everywhere: a plain-string prompt is a user turn of the chat template when
-    sampled, when its log-probs are taken and when it is scored, as in training.
+    sampled, when its log-probs are taken and when it is scored, as in training. `should_stop` is
+    asked between tokens (StopRequested).
     """
     config = config or EvalConfig()
     sampling = SamplingConfig(strategy="multinomial", temperature=config.temperature,
                               max_new_tokens=config.max_new_tokens, seed=config.seed)
     cand_model, cand_tok = load_policy(candidate)
     prev_model, prev_tok = load_policy(previous)
-    cand = [g[0] for g in generate(cand_model, cand_tok, prompts, sampling, wrap_plain=True)]
-    prev = [g[0] for g in generate(prev_model, prev_tok, prompts, sampling, wrap_plain=True)]
+    cand = [g[0] for g in generate(cand_model, cand_tok, prompts, sampling, wrap_plain=True, should_stop=should_stop)]
+    prev = [g[0] for g in generate(prev_model, prev_tok, prompts, sampling, wrap_plain=True, should_stop=should_stop)]
     kls = [_sequence_logprob(cand_model, cand_tok, p, g.token_ids, config.temperature)
            - _sequence_logprob(prev_model, prev_tok, p, g.token_ids, config.temperature)
            for p, g in zip(prompts, cand, strict=True)]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from rlhf.checkpoints import atomic_directory
 
 
 class ModelImportError(Exception):
@@ -39,7 +40,8 @@ def is_hf_checkpoint(path: Path) -> bool:
 
 
 def import_model(source: str, out_dir: Path, *, expected_sha256: str | None = None) -> ImportedModel:
-    """Convert `source` into a Hugging Face directory at `out_dir` (written atomically).
+    """Convert `source` into a Hugging Face directory at `out_dir`, which must not exist yet (it is
+    built beside it, fsync'd and renamed into place: see rlhf.checkpoints.atomic_directory).
 
     `source` is a .gguf file, a directory holding a HF model (or one .gguf file), or a hub id.
     """
@@ -47,6 +49,8 @@ def import_model(source: str, out_dir: Path, *, expected_sha256: str | None = No
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise ModelImportError(f"{out_dir.name} already exists; an imported model gets a directory of its own")
     src_path = Path(source).expanduser()
     load_kwargs: dict = {}
     checksum = ""
@@ -89,25 +93,20 @@ def import_model(source: str, out_dir: Path, *, expected_sha256: str | None = No
     model.is_quantized = False
     model.hf_quantizer = None
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    info = ImportedModel(
-        path=str(out_dir),
-        source=str(source),
-        sha256=checksum,
-        architecture=(model.config.architectures or [type(model).__name__])[0],
-        parameters=sum(p.numel() for p in model.parameters()),
-        dtype=str(model.dtype).removeprefix("torch."),
-        eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
-    )
-    (tmp / "import.json").write_text(json.dumps(asdict(info), indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info = ImportedModel(
+            path=str(out_dir),
+            source=str(source),
+            sha256=checksum,
+            architecture=(model.config.architectures or [type(model).__name__])[0],
+            parameters=sum(p.numel() for p in model.parameters()),
+            dtype=str(model.dtype).removeprefix("torch."),
+            eos_token=tokenizer.eos_token,
+            pad_token=tokenizer.pad_token,
+        )
+        (tmp / "import.json").write_text(json.dumps(asdict(info), indent=2))
     return info
 
 

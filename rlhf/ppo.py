@@ -17,13 +17,17 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import StopRequested, check_stop
 from rlhf.checkpoints import (
+    check_new_output,
     data_summary,
+    load_trainable_state,
     load_training_state,
     rng_state,
     save_model_dir,
     save_training_state,
     set_rng_state,
+    trainable_state,
 )
 from rlhf.lora import LoraOptions, apply_lora, is_peft, lora_options
 from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, ppo_value_loss
@@ -158,8 +162,9 @@ def _alarms(m: dict[str, Any], first: dict[str, Any] | None, config: PPOConfig) 
 
 def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig, temperature: float,
             params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, shuffle: torch.Generator,
-            ctx: Any) -> dict[str, float]:
+            ctx: Any, should_stop: ShouldStop | None = None) -> dict[str, float]:
     """ppo_epochs passes of shuffled minibatches over one rollout batch; mean statistics.
+    `should_stop` is asked before every minibatch (StopRequested).
 
     The first minibatch runs before any step, so its recomputed log-probs must equal the sampler's
     (the old log-probs): their mean gap is logged as "logprob_gap" (bf16 and the KV cache make it
@@ -171,6 +176,7 @@ def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig,
     for _ in range(config.ppo_epochs):
         order = torch.randperm(B, generator=shuffle)
         for start in range(0, B, config.mini_batch_size):
+            check_stop(should_stop)
             mb = order[start:start + config.mini_batch_size].to(rollout.input_ids.device)
             mask = rollout.response_mask[mb]
             with ctx():
@@ -209,6 +215,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     if not prompts:
         raise ValueError("no prompts")
     config.validate()
+    check_new_output(out_dir)
     sampling = config.sampling_config()
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -247,11 +254,11 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     history: list[dict[str, Any]] = []
     start_iter = 0
 
-    state = load_training_state(out_dir) if Path(out_dir).exists() else None
+    state = load_training_state(out_dir)
     if state is not None:
-        actor.load_state_dict(state["actor"])
+        load_trainable_state(actor, state["actor"])
         if critic is not None:
-            critic.load_state_dict(state["critic"])
+            load_trainable_state(critic, state["critic"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         kl_ctl.coef = state["kl_coef"]
@@ -263,7 +270,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
 
     def save_state(iteration: int) -> None:
         save_training_state(out_dir, {
-            "actor": actor.state_dict(), "critic": critic.state_dict() if critic is not None else None,
+            "actor": trainable_state(actor), "critic": trainable_state(critic) if critic is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "kl_coef": kl_ctl.coef,
             "sampling_rng": generator.get_state(), "shuffle_rng": shuffle.get_state(),
             "data_rng": data_rng.getstate(), "rng": rng_state(), "order": order, "history": history,
@@ -287,17 +294,22 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
         prompt_texts = [p["prompt"] for p in picked]
         prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
                       for p in prompt_texts]
-        rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
-                                  prompts=prompt_texts, prompt_ids=prompt_ids,
-                                  references=[p.get("reference") for p in picked], sampling=sampling,
-                                  generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
-                                  config=config, autocast_ctx=ctx)
-        beta = kl_ctl.coef
-        add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
-                       lam=config.lam, whiten_rewards=config.whiten_rewards)
-        t_update = time.perf_counter()
-        stats = _update(actor, critic, rollout, config, sampling.temperature, params, optimizer, scheduler,
-                        shuffle, ctx)
+        try:
+            rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
+                                      prompts=prompt_texts, prompt_ids=prompt_ids,
+                                      references=[p.get("reference") for p in picked], sampling=sampling,
+                                      generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
+                                      config=config, autocast_ctx=ctx, should_stop=should_stop)
+            beta = kl_ctl.coef
+            add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
+                           lam=config.lam, whiten_rewards=config.whiten_rewards)
+            t_update = time.perf_counter()
+            stats = _update(actor, critic, rollout, config, sampling.temperature, params, optimizer, scheduler,
+                            shuffle, ctx, should_stop)
+        except StopRequested:
+            # Stopped inside an iteration: its half-done update is not saved; the last resumable
+            # state (at most save_every iterations back) is where a relaunch continues.
+            return StageResult(None, history[-1] if history else {}, history, cancelled=True)
         t_end = time.perf_counter()
         metrics = _iteration_metrics(iteration, rollout, stats, beta, picked, config, scheduler)
         metrics.update(rollout.timings, time_update_s=t_end - t_update, iteration_time_s=t_end - t0)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from rlhf.checkpoints import data_summary
+from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import EncodedPair, collate_pairs, consensus_pairs, encode_pairs, split_eval
 from rlhf.losses import pairwise_loss
 from rlhf.models import REWARD_STATS_FILE, autocast, sequence_scores
@@ -96,6 +96,7 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
     Held out: whole prompts (eval_fraction of them), or eval_pairs when given. A pair whose
     responses do not fit max_length with their EOS is dropped (counted in "dropped_truncated").
     """
+    check_new_output(out_dir)
     stage = stage_start(config, base, head="score")
     model, tokenizer, device = stage.model, stage.tokenizer, stage.device
     train_records, held_out = (pairs, eval_pairs) if eval_pairs is not None else split_eval(
@@ -117,7 +118,7 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_pairs(model, held, pad, config, device, consensus),
-                              on_step=on_step, should_stop=should_stop)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
     if outcome.cancelled:
         return cancelled_result(outcome)
     # Score statistics over the training pairs: PPO divides by them so rewards start at unit scale.

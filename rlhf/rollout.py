@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import ShouldStop
 from rlhf.losses import gae, kl_penalty, masked_whiten, per_token_rewards
 from rlhf.models import (
     RewardModel,
@@ -76,13 +77,15 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
                     tokenizer: Any, prompts: list[Any], prompt_ids: list[list[int]], references: list[str | None],
                     sampling: SamplingConfig, generator: torch.Generator | None, eos_ids: list[int],
                     reward_model: RewardModel | None, scorer: Scorer | None, config: Any,
-                    autocast_ctx: Callable[[], contextlib.AbstractContextManager]) -> Rollout:
-    """Generate, score and evaluate one batch; `reference(ids, mask, T)` gives the reference logits."""
+                    autocast_ctx: Callable[[], contextlib.AbstractContextManager],
+                    should_stop: ShouldStop | None = None) -> Rollout:
+    """Generate, score and evaluate one batch; `reference(ids, mask, T)` gives the reference logits.
+    `should_stop` is asked at every decoded token (StopRequested)."""
     policy = actor.policy
     t0 = time.perf_counter()
     with autocast_ctx():
         batch = generate_tokens(policy, prompt_ids, sampling, pad_id=tokenizer.pad_token_id,
-                                eos_ids=eos_ids, generator=generator)
+                                eos_ids=eos_ids, generator=generator, should_stop=should_stop)
     t1 = time.perf_counter()
     lengths = batch.response_mask.sum(-1)
     texts = [tokenizer.decode(batch.response_ids[i, : int(n) - int(batch.ended_with_eos[i])].tolist(),

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import ShouldStop, check_stop
 from rlhf.tokenization import Prompt, encode_prompt, ensure_pad_token, eos_token_ids
 
 STRATEGIES = ("greedy", "multinomial", "top_k", "top_p")
@@ -155,8 +156,10 @@ def model_device(model: Any) -> torch.device:
 
 
 def _decode_steps(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, config: SamplingConfig,
-                  eos_ids: list[int], generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (tokens [B], logprobs [B]) for each new position, reusing the KV cache."""
+                  eos_ids: list[int], generator: torch.Generator | None, should_stop: ShouldStop | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (tokens [B], logprobs [B]) for each new position, reusing the KV cache. `should_stop` is
+    asked before every position (StopRequested), so a long decode is cancelled within one token."""
     mask = prompt_mask
     positions = positions_from_mask(mask)
     out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=positions, use_cache=True)
@@ -164,6 +167,7 @@ def _decode_steps(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tenso
     done = torch.zeros(prompt_ids.size(0), dtype=torch.bool, device=prompt_ids.device)
     next_pos = positions[:, -1:] + 1  # [B, 1]
     for _ in range(config.max_new_tokens):
+        check_stop(should_stop)
         tokens, logprobs = sample_next(out.logits[:, -1, :], config, generator)
         yield tokens, logprobs
         done = done | torch.isin(tokens, eos)
@@ -177,12 +181,13 @@ def _decode_steps(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tenso
 
 @torch.no_grad()
 def generate_tokens(model: Any, prompts: list[list[int]], config: SamplingConfig, *, pad_id: int,
-                    eos_ids: list[int], generator: torch.Generator | None = None) -> TokenBatch:
+                    eos_ids: list[int], generator: torch.Generator | None = None,
+                    should_stop: ShouldStop | None = None) -> TokenBatch:
     """Decode a batch of tokenized prompts; everything after a row's first EOS is PAD."""
     device = model_device(model)
     prompt_ids, prompt_mask = left_pad(prompts, pad_id, device)
     eos = torch.tensor(eos_ids, device=device)
-    steps = list(_decode_steps(model, prompt_ids, prompt_mask, config, eos_ids, generator))
+    steps = list(_decode_steps(model, prompt_ids, prompt_mask, config, eos_ids, generator, should_stop))
     tokens = torch.stack([t for t, _ in steps], dim=1)  # [B, T]
     logprobs = torch.stack([lp for _, lp in steps], dim=1)  # [B, T]
     is_eos = torch.isin(tokens, eos)
@@ -213,11 +218,13 @@ def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict]], config: SamplingConfig,
-             n: int = 1, *, batch_size: int = 16, wrap_plain: bool = False) -> list[list[Generation]]:
+             n: int = 1, *, batch_size: int = 16, wrap_plain: bool = False,
+             should_stop: ShouldStop | None = None) -> list[list[Generation]]:
     """n completions for each prompt -> one list of Generation per prompt, in order.
 
     Strings are raw text (a user turn of the chat template with `wrap_plain`, as the training
     stages format them); message lists go through the chat template with the generation prompt.
+    `should_stop` is asked at every decoded position (StopRequested ends the call).
     """
     config.validate()
     if n < 1:
@@ -233,7 +240,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict]], 
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             batch = generate_tokens(model, chunk, config, pad_id=tokenizer.pad_token_id,
-                                    eos_ids=eos_ids, generator=generator)
+                                    eos_ids=eos_ids, generator=generator, should_stop=should_stop)
             for row, ids in enumerate(chunk):
                 flat.append(_to_generation(tokenizer, batch, row, len(ids), config.stop))
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rlhf.checkpoints import data_summary
+from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import Encoded, collate_sft, encode_pair_side, split_eval, split_messages
 from rlhf.models import autocast, labelled_token_logits
 from rlhf.stage import cancelled_result, stage_save, stage_start
@@ -53,6 +53,7 @@ def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTCo
 def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: str | Path,
               on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
     """Fine-tune `base` on demonstrations [{"prompt", "response"} | {"messages"}] and save to out_dir."""
+    check_new_output(out_dir)
     stage = stage_start(config, base)
     model, device = stage.model, stage.device
     train_records, held_records = split_eval(data, config.eval_fraction, config.seed)
@@ -67,7 +68,7 @@ def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: st
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_sft(model, held, pad, config, device),
-                              on_step=on_step, should_stop=should_stop)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
     if outcome.cancelled:
         return cancelled_result(outcome)
     return stage_save(stage, outcome, out_dir, name="sft", metrics=final_metrics(outcome),

@@ -21,12 +21,20 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import OnStep, ShouldStop, StopRequested
+from rlhf.checkpoints import (
+    load_trainable_state,
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+    trainable_state,
+)
 from rlhf.data import batches
 from rlhf.lora import LoraOptions
 from rlhf.models import autocast
 
-OnStep = Callable[[dict[str, Any]], None]
-ShouldStop = Callable[[], bool]
+__all__ = ["OnStep", "ShouldStop", "StopRequested", "StageResult", "TrainConfig", "supervised_loop"]
 
 
 @dataclass
@@ -45,6 +53,7 @@ class OptimConfig:
     device: str | None = None  # torch device; None picks cuda when available, else cpu
     wrap_plain_prompts: bool = True  # plain-string prompts become a user turn of the chat template
     lora: LoraOptions | dict | None = None  # train a LoRA adapter instead of all weights
+    save_every: int = 50  # optimizer steps between resumable states (0: only when cancelled)
 
 
 @dataclass
@@ -129,24 +138,54 @@ def total_steps_for(config: TrainConfig, n_examples: int) -> int:
 def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_examples: int,
                     step_fn: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]], *,
                     device: torch.device, eval_fn: Callable[[], dict[str, Any]] | None = None,
-                    on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> LoopOutcome:
+                    on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
+                    model: torch.nn.Module | None = None, out_dir: str | Path | None = None) -> LoopOutcome:
     """Run epochs of shuffled batches through step_fn(indices) -> (loss, metrics with "tokens").
 
-    Each step's metrics go to on_step; should_stop is asked before every step.
+    Each step's metrics go to on_step; should_stop is asked before every step. With `model` and
+    `out_dir`, the loop is resumable: every `config.save_every` steps and when stopped it saves the
+    model's trainable weights, optimizer, schedule, RNG states and data position beside out_dir,
+    and a later call with the same arguments continues from there, step for step as if it had
+    never stopped.
     """
     if n_examples == 0:
         raise ValueError("no training examples")
     total = total_steps_for(config, n_examples)
+    if total < 1:
+        raise ValueError(f"the config trains zero steps (epochs={config.epochs}, max_steps={config.max_steps})")
     optimizer, scheduler = make_optimizer(params, config, total)
     rng = random.Random(config.seed)
     history: list[dict[str, Any]] = []
     last_eval: dict[str, Any] = {}
     step, start = 0, time.perf_counter()
-    for epoch in range(config.epochs):
-        for idx in batches(n_examples, config.batch_size, rng):
+    start_epoch, skip = 0, 0
+    resumable = model is not None and out_dir is not None
+    state = load_training_state(out_dir) if resumable else None
+    if state is not None:
+        load_trainable_state(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        rng.setstate(state["epoch_rng"])
+        start_epoch, skip, step = state["epoch"], state["batch"], state["step"]
+        history, last_eval = state["history"], state["last_eval"]
+
+    def save(epoch: int, batch: int, epoch_rng: Any) -> None:
+        if resumable:
+            save_training_state(out_dir, {
+                "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch_rng": epoch_rng,
+                "epoch": epoch, "batch": batch, "step": step, "history": history, "last_eval": last_eval})
+
+    for epoch in range(start_epoch, config.epochs):
+        epoch_rng = rng.getstate()  # the order of this epoch is drawn from here, on resume too
+        for b, idx in enumerate(batches(n_examples, config.batch_size, rng)):
+            if epoch == start_epoch and b < skip:
+                continue
             if step >= total:
                 break
             if should_stop is not None and should_stop():
+                save(epoch, b, epoch_rng)
                 return LoopOutcome(history, True, last_eval)
             t0 = time.perf_counter()
             with autocast(device, config.precision):
@@ -164,6 +203,10 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
             history.append(record)
             if on_step is not None:
                 on_step(dict(record))
+            if config.save_every and step % config.save_every == 0 and step < total:
+                save(epoch, b + 1, epoch_rng)
+    if not history:
+        raise ValueError("no optimizer step was taken: nothing to save")
     if eval_fn is not None:
         last_eval = eval_fn()
     return LoopOutcome(history, False, last_eval)

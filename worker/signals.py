@@ -14,7 +14,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = 2.0
-HOUSEKEEPING_EVERY = 5  # beats: every 10 s a worker sweeps stale jobs and advances rounds
+HOUSEKEEPING_EVERY = 5  # beats: every 10 s a worker sweeps stale jobs, lost messages and rounds
 _stop = threading.Event()
 
 
@@ -32,24 +32,28 @@ def _beat(hostname: str, queues: list[str]) -> None:
             _housekeeping()
         try:
             close_old_connections()
-            WorkerHeartbeat.objects.update_or_create(
+            _, created = WorkerHeartbeat.objects.update_or_create(
                 hostname=hostname,
                 defaults={"queues": queues, "pid": os.getpid(), "started_at": started,
                           "last_seen": timezone.now()},
             )
+            if created or beats == 1:  # a worker that (re)starts runs nothing yet
+                WorkerHeartbeat.objects.filter(hostname=hostname).update(current_job_id=None, idle_since=started)
         except Exception as exc:  # the database may be briefly away; keep beating
             log.warning("worker heartbeat failed: %s", exc)
         _stop.wait(INTERVAL_SECONDS)
 
 
 def _housekeeping() -> None:
-    """Any live worker sweeps for jobs whose worker died, so none stays "running" forever, and
-    starts the next stage of self-running rounds. Cheap queries; safe when several workers do it."""
+    """Any live worker resumes or fails jobs whose worker died (so none stays "running" forever),
+    publishes again the messages of jobs a broker lost, and starts the next stage of self-running
+    rounds. Cheap queries; safe when several workers do it at once."""
     try:
-        from .services.jobs import jobs_sweep_stale
+        from .services.lifecycle import jobs_republish_lost, jobs_sweep_stale
         from .services.rounds import rounds_advance
 
         jobs_sweep_stale()
+        jobs_republish_lost()
         rounds_advance()
     except Exception as exc:
         log.warning("housekeeping failed: %s", exc)
@@ -57,16 +61,9 @@ def _housekeeping() -> None:
 
 def _fail_orphans(hostname: str) -> None:
     """Jobs this host was running before it restarted cannot be running now."""
-    from django.utils import timezone
+    from .services.lifecycle import jobs_fail_orphans
 
-    from .models import TrainingJob
-    from .services.jobs import job_log
-
-    for job in TrainingJob.objects.filter(state="running", worker_hostname=hostname):
-        TrainingJob.objects.filter(pk=job.pk, state="running").update(
-            state="failed", finished_at=timezone.now(),
-            error=f"worker {hostname} restarted while the job was running")
-        job_log(job=job, level="ERROR", message=f"worker {hostname} restarted while the job was running")
+    jobs_fail_orphans(hostname=hostname)
 
 
 @worker_ready.connect

@@ -19,6 +19,7 @@ STAGES: dict[str, tuple[str, str, str | None]] = {
     "ppo": ("rlhf.ppo", "PPOConfig", "train_ppo"),
     "dpo": ("rlhf.dpo", "DPOConfig", "train_dpo"),
     "generate": ("rlhf.sampling", "SamplingConfig", None),
+    "evaluate": ("rlhf.evaluation", "EvalConfig", None),
 }
 # Keys of a generate job's config that are not sampling settings.
 GENERATE_EXTRA = {"responses_per_prompt": 2, "batch_size": 8}

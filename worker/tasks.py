@@ -19,12 +19,3 @@ def run_job(self, job_id: int) -> str:
     from .services.job_runner import job_run
 
     return job_run(job_id=job_id, hostname=self.request.hostname or socket.gethostname())
-
-
-@shared_task(name="worker.housekeeping", queue="default")
-def housekeeping() -> dict:
-    """Fail jobs whose worker vanished; move self-running rounds on."""
-    from .services.jobs import jobs_sweep_stale
-    from .services.rounds import rounds_advance
-
-    return {"swept": jobs_sweep_stale(), "rounds_started": rounds_advance()}

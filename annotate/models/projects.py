@@ -72,20 +72,33 @@ class Prompt(models.Model):
 
 
 class Round(models.Model):
-    """One turn of the loop: prompts chosen, candidates generated, tasks ranked, models trained."""
+    """One turn of the loop: prompts chosen, candidates generated, tasks ranked, models trained.
+
+    `status` is the round's stage, moved only by annotate.services.projects.round_transition
+    along ROUND_TRANSITIONS; `stage_job_id` is the job that runs the current stage; a failed
+    round keeps the stage it failed in and why, and can be retried from there.
+    """
 
     class Status(models.TextChoices):
         DRAFT = "draft"
         GENERATING = "generating"
         ANNOTATING = "annotating"
+        REWARD_MODEL = "reward_model"  # a self-running round trains its reward model
+        POLICY = "policy"  # ... then PPO or DPO
+        EVALUATING = "evaluating"  # ... then compares the candidate with the served policy
+        AWAITING_APPROVAL = "awaiting_approval"  # ... and waits for an admin to promote it
         CLOSED = "closed"
         FAILED = "failed"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
-    # A plain id: annotate must not import worker, whose TrainingJob made the candidates.
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    # Plain ids: annotate must not import worker, whose TrainingJob made the candidates.
     generate_job_id = models.BigIntegerField(null=True, blank=True)
+    stage_job_id = models.BigIntegerField(null=True, blank=True, help_text="the job running the current stage")
+    failed_stage = models.CharField(max_length=20, blank=True, help_text="the stage a failed round stopped in")
+    reason = models.TextField(blank=True, help_text="why the round failed")
+    stage_changed_at = models.DateTimeField(null=True, blank=True)
     settings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -93,7 +106,26 @@ class Round(models.Model):
         ordering = ["project", "number"]
         constraints = [
             models.UniqueConstraint(fields=["project", "number"], name="round_number_unique_per_project"),
+            models.CheckConstraint(condition=Q(status__in=["draft", "generating", "annotating", "reward_model",
+                                                           "policy", "evaluating", "awaiting_approval", "closed",
+                                                           "failed"]),
+                                   name="round_status_valid"),
         ]
 
     def __str__(self) -> str:
         return f"{self.project} round {self.number}"
+
+
+S = Round.Status
+# Where a round may go from each stage; a failed round goes back to the stage it failed in.
+ROUND_TRANSITIONS: dict[str, set[str]] = {
+    S.DRAFT: {S.GENERATING, S.FAILED},
+    S.GENERATING: {S.ANNOTATING, S.FAILED},
+    S.ANNOTATING: {S.REWARD_MODEL, S.CLOSED, S.FAILED},
+    S.REWARD_MODEL: {S.POLICY, S.FAILED},
+    S.POLICY: {S.EVALUATING, S.FAILED},
+    S.EVALUATING: {S.AWAITING_APPROVAL, S.CLOSED, S.FAILED},
+    S.AWAITING_APPROVAL: {S.CLOSED, S.FAILED},
+    S.CLOSED: set(),
+    S.FAILED: {S.GENERATING, S.ANNOTATING, S.REWARD_MODEL, S.POLICY, S.EVALUATING},
+}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 from django.utils.text import slugify
 
 from config.errors import ApplicationError, Conflict
 
 from ..models import Project, Round
+from ..models.projects import ROUND_TRANSITIONS
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
@@ -77,18 +79,14 @@ def round_create(*, project: Project, settings: dict | None = None, generate_job
     Project.objects.select_for_update().filter(pk=project.pk).first()
     number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
     return Round.objects.create(project=project, number=number, settings=settings or {},
-                                generate_job_id=generate_job_id, status=status)
+                                generate_job_id=generate_job_id, stage_job_id=generate_job_id, status=status,
+                                stage_changed_at=timezone.now())
 
 
 @transaction.atomic
-def round_update(*, round: Round, status: str | None = None, generate_job_id: int | None = None,
-                 settings: dict | None = None) -> Round:
+def round_update(*, round: Round, generate_job_id: int | None = None, settings: dict | None = None) -> Round:
+    """Change a round's data; its stage moves only through round_transition."""
     fields = []
-    if status is not None:
-        if status not in Round.Status.values:
-            raise ApplicationError(f"unknown round status {status!r}", code="invalid_round")
-        round.status = status
-        fields.append("status")
     if generate_job_id is not None:
         round.generate_job_id = generate_job_id
         fields.append("generate_job_id")
@@ -97,4 +95,25 @@ def round_update(*, round: Round, status: str | None = None, generate_job_id: in
         fields.append("settings")
     if fields:
         round.save(update_fields=fields)
+    return round
+
+
+@transaction.atomic
+def round_transition(*, round: Round, to: str, job_id: int | None = None, reason: str = "") -> Round:
+    """Move a round to stage `to` along ROUND_TRANSITIONS, with the job that runs the new stage
+    (if any); to "failed" with the reason, remembering the stage it failed in."""
+    locked = Round.objects.select_for_update().get(pk=round.pk)
+    if to not in ROUND_TRANSITIONS[locked.status]:
+        raise Conflict(f"round {locked.number} is {locked.status}; it cannot go to {to}", code="round_state",
+                       details={"status": locked.status, "to": to})
+    if to == Round.Status.FAILED:
+        locked.failed_stage, locked.reason = locked.status, reason or "failed"
+    else:
+        locked.failed_stage, locked.reason = "", ""
+        locked.stage_job_id = job_id
+    locked.status = to
+    locked.stage_changed_at = timezone.now()
+    locked.save(update_fields=["status", "stage_job_id", "failed_stage", "reason", "stage_changed_at"])
+    round.__dict__.update({k: getattr(locked, k) for k in
+                           ("status", "stage_job_id", "failed_stage", "reason", "stage_changed_at")})
     return round

@@ -9,7 +9,7 @@ import pytest
 import torch
 from rlhf_testkit import WORDS, save_tiny_base
 
-from rlhf.checkpoints import TRAINING_STATE_DIR
+from rlhf.checkpoints import STATE_FILE, state_dir
 from rlhf.models import load_policy
 from rlhf.ppo import KLController, PPOConfig, train_ppo
 from rlhf.scorers import SCORERS, Contains, ExactMatch, NumericAnswer, RegexMatch, get_scorer, register_scorer
@@ -93,7 +93,7 @@ def test_ppo_raises_a_verifiable_reward_with_bounded_kl(sft_policy, tmp_path):
     for key in ("objective", "entropy", "approx_kl", "clip_frac", "value_loss", "response_length", "eos_rate",
                 "samples", "alarms", "time_generate_s", "time_score_s", "time_update_s"):
         assert key in first
-    assert not (tmp_path / "ppo" / TRAINING_STATE_DIR).exists()
+    assert not state_dir(tmp_path / "ppo").exists()  # the finished model supersedes the resumable state
     model, tok = load_policy(result.out_dir)
     assert tok.pad_token_id != tok.eos_token_id
 
@@ -106,7 +106,8 @@ def test_ppo_resumes_exactly_where_it_stopped(sft_policy, tmp_path):
     cut = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "resumed", scorer=YES, on_step=calls.append,
                     should_stop=lambda: len(calls) >= 2)
     assert cut.cancelled and len(cut.history) == 2
-    assert (tmp_path / "resumed" / TRAINING_STATE_DIR / "state.pt").is_file()
+    assert (state_dir(tmp_path / "resumed") / STATE_FILE).is_file()
+    assert not (tmp_path / "resumed").exists()  # no half-made model directory
     resumed = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "resumed", scorer=YES, on_step=calls.append)
     assert [m["iteration"] for m in calls] == [1, 2, 3, 4]
     assert [m["score"] for m in resumed.history] == [m["score"] for m in straight.history]

@@ -134,6 +134,8 @@ def test_cancel_stops_a_running_job(celery_worker, admin_client, tiny_policy_dir
 
 
 def test_a_killed_worker_leaves_no_job_running(celery_worker, admin_client, tiny_policy_dir, tmp_path):
+    """With no run left (RLHF_JOB_MAX_ATTEMPTS=1), the job of a dead worker is failed, not left
+    running; tests/worker/test_resume.py covers the automatic resume when runs are left."""
     from tests.conftest import start_worker
 
     project, _ = project_with_pairs(slug="kill")
@@ -144,13 +146,15 @@ def test_a_killed_worker_leaves_no_job_running(celery_worker, admin_client, tiny
     _wait(job_id, ("running",))
     celery_worker.stop(sig=signal.SIGKILL)
     # Another worker (on another host, say) sweeps jobs whose heartbeat stopped.
-    survivor = start_worker(tmp_path, queues="default", extra_env={"RLHF_JOB_STALE_SECONDS": "5"})
+    survivor = start_worker(tmp_path, queues="default",
+                            extra_env={"RLHF_JOB_STALE_SECONDS": "5", "RLHF_JOB_MAX_ATTEMPTS": "1"})
     try:
         job = _wait(job_id, ("failed", "succeeded", "cancelled"), timeout=60)
     finally:
         survivor.stop()
     assert job.state == "failed"
     assert "stopped sending heartbeats" in job.error
+    assert job.log_lines.filter(message__contains="relaunch it to continue").exists()
 
 
 def test_a_message_delivered_twice_trains_once(celery_worker, admin_client, tiny_policy_dir):

@@ -86,8 +86,8 @@ def test_promoting_the_candidate_approves_the_waiting_round(admin_client):
     project = project_create(name="Approve", slug="approve")
     _version(project, "old", promoted=True)
     candidate = _version(project, "candidate")
-    round_obj = round_create(project=project, status="annotating", settings={
-        "auto": {"enabled": True, "stage": "awaiting_approval", "candidate": candidate.pk}})
+    round_obj = round_create(project=project, status="awaiting_approval", settings={
+        "auto": {"enabled": True, "candidate": candidate.pk}})
     assert admin_client.post(f"/api/models/{candidate.pk}/promote").status_code == 200
     round_obj = Round.objects.get(pk=round_obj.pk)
     assert round_obj.status == "closed" and round_obj.settings["auto"]["approved"] is True

@@ -103,7 +103,11 @@ def test_a_full_round_closes_the_loop(celery_worker):
     auto = round_obj.settings["auto"]
     promoted = ModelVersion.objects.get(project_id=project["id"], kind="policy", promoted=True)
     assert promoted.pk == auto["candidate"] != base.pk
-    reward = ModelVersion.objects.get(job_id=auto["reward_job"])
+    jobs = list(TrainingJob.objects.filter(round_id=round_id).order_by("id"))
+    assert [(j.kind, j.state) for j in jobs] == [("generate", "succeeded"), ("reward_model", "succeeded"),
+                                                 ("ppo", "succeeded"), ("evaluate", "succeeded")]
+    assert round_obj.stage_job_id is None and not round_obj.reason
+    reward = ModelVersion.objects.get(job=jobs[1])
     assert reward.kind == "reward" and list(reward.parents.all()) == [base]
     assert set(promoted.parents.all()) == {base, reward}
     assert {"kl", "win_rate", "mean_reward"} <= set(auto["evaluation"])

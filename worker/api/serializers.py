@@ -11,13 +11,15 @@ class JobLaunchIn(serializers.Serializer):
     kind = serializers.ChoiceField(choices=TrainingJob.Kind.values)
     config = serializers.DictField(required=False, default=dict)
     inputs = serializers.DictField(required=False, default=dict)
+    time_limit_seconds = serializers.IntegerField(required=False, min_value=10, max_value=30 * 24 * 3600,
+                                                  help_text="wall time of one run (default RLHF_JOB_TIME_LIMIT_SECONDS)")
 
 
 class JobOut(serializers.ModelSerializer):
     class Meta:
         model = TrainingJob
         fields = ["id", "project", "round", "kind", "state", "progress", "config", "inputs", "outputs", "error",
-                  "cancel_requested", "worker_hostname", "attempts", "created_at", "started_at",
+                  "cancel_requested", "worker_hostname", "attempts", "time_limit_seconds", "created_at", "started_at",
                   "finished_at", "heartbeat_at"]
 
     def to_representation(self, instance):

@@ -15,7 +15,8 @@ from config.errors import NotFound
 
 from ..models import ModelVersion, TrainingJob
 from ..selectors import job_metric_series
-from ..services.jobs import training_job_cancel, training_job_get, training_job_launch
+from ..services.jobs import training_job_get, training_job_launch
+from ..services.lifecycle import round_retry, training_job_cancel, training_job_retry
 from ..services.models import model_version_import
 from ..services.registry import model_version_promote
 from ..services.rounds import round_candidate_promoted, round_start
@@ -30,7 +31,8 @@ class ProjectJobsView(APIView):
         project = project_get(project_id=project_id)
         data = _valid(s.JobLaunchIn, request.data)
         job = training_job_launch(project=project, kind=data["kind"], config=data["config"],
-                                  inputs=data["inputs"], user=request.user)
+                                  inputs=data["inputs"], user=request.user,
+                                  time_limit_seconds=data.get("time_limit_seconds"))
         return Response(s.JobOut(job).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses=s.JobOut(many=True))
@@ -89,6 +91,18 @@ class JobCancelView(APIView):
     @extend_schema(request=None, responses=s.JobOut)
     def post(self, request, job_id: int):
         job = training_job_cancel(job=training_job_get(job_id=job_id))
+        return Response(s.JobOut(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobRetryView(APIView):
+    """Relaunch a failed or cancelled job: same data, same directory, it continues from its last
+    saved state."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None, responses=s.JobOut)
+    def post(self, request, job_id: int):
+        job = training_job_retry(job=training_job_get(job_id=job_id), user=request.user)
         return Response(s.JobOut(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -159,10 +173,28 @@ class ProjectRoundsView(APIView):
         return Response([_round_out(r) for r in Round.objects.filter(project=project).order_by("-number")[:100]])
 
 
+class RoundRetryView(APIView):
+    """Take a failed round back to the stage it failed in (its job resumes)."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=None)
+    def post(self, request, round_id: int):
+        round_obj = Round.objects.filter(pk=round_id).first()
+        if round_obj is None:
+            raise NotFound(f"round {round_id} does not exist")
+        return Response(_round_out(round_retry(round_obj=round_obj, user=request.user)),
+                        status=status.HTTP_202_ACCEPTED)
+
+
 def _round_out(round_obj: Round) -> dict:
+    jobs = [{"id": j.pk, "kind": j.kind, "state": j.state, "error": j.error, "attempts": j.attempts}
+            for j in round_obj.jobs.order_by("id")]
     return {"id": round_obj.pk, "project": round_obj.project_id, "number": round_obj.number,
-            "status": round_obj.status, "generate_job": round_obj.generate_job_id,
-            "settings": round_obj.settings, "created_at": round_obj.created_at,
+            "status": round_obj.status, "stage_job": round_obj.stage_job_id,
+            "failed_stage": round_obj.failed_stage, "reason": round_obj.reason,
+            "stage_changed_at": round_obj.stage_changed_at, "generate_job": round_obj.generate_job_id,
+            "settings": round_obj.settings, "created_at": round_obj.created_at, "jobs": jobs,
             "progress": round_progress(round=round_obj)}
 
 

@@ -15,6 +15,7 @@ class TrainingJob(models.Model):
         REWARD_MODEL = "reward_model"
         PPO = "ppo"
         DPO = "dpo"
+        EVALUATE = "evaluate"
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -39,7 +40,13 @@ class TrainingJob(models.Model):
     cancel_requested = models.BooleanField(default=False)
     celery_task_id = models.CharField(max_length=64, blank=True)
     worker_hostname = models.CharField(max_length=255, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="runs started, resumes included")
+    time_limit_seconds = models.PositiveIntegerField(null=True, blank=True,
+                                                     help_text="wall time of one run before it stops as failed")
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="when its message was last published")
+    # Relative to ARTIFACTS_ROOT; the same on every run of the job (a relaunch finds its saved state
+    # there) and unique to it (a random part, so a reset database never reuses a folder).
+    output_path = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -50,7 +57,8 @@ class TrainingJob(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(kind__in=["generate", "sft", "reward_model", "ppo", "dpo"]),
+            models.CheckConstraint(condition=Q(kind__in=["generate", "sft", "reward_model", "ppo", "dpo",
+                                                         "evaluate"]),
                                    name="job_kind_valid"),
             models.CheckConstraint(
                 condition=Q(state__in=["queued", "running", "succeeded", "failed", "cancelled"]),

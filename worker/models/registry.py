@@ -55,6 +55,8 @@ class WorkerHeartbeat(models.Model):
     pid = models.IntegerField()
     started_at = models.DateTimeField()
     last_seen = models.DateTimeField(db_index=True)
+    current_job_id = models.BigIntegerField(null=True, blank=True, help_text="the job it runs; empty when idle")
+    idle_since = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return self.hostname

@@ -1,5 +1,9 @@
 """The round generator: sample N candidates per prompt from a policy with the shared sampler and
-turn them into ranking tasks that carry each response's lineage."""
+turn them into ranking tasks that carry each response's lineage.
+
+Resumable by construction: a prompt's task is created as soon as its responses are sampled, and a
+relaunched job skips the prompts that already have their task. A cancel is seen between tokens;
+the tasks made before it are kept (they are complete tasks), the batch in flight is dropped."""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ import dataclasses
 
 from django.conf import settings
 
-from annotate.models import Prompt, Round
-from annotate.services.projects import round_update
+from annotate.models import Prompt, RankingTask
 from annotate.services.tasks import tasks_create
 
 from ..models import ModelVersion, TrainingJob
@@ -16,6 +19,7 @@ from ..stages import build_config
 
 
 def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) -> dict:
+    from rlhf.callbacks import StopRequested
     from rlhf.models import load_policy
     from rlhf.sampling import generate
 
@@ -28,26 +32,41 @@ def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) ->
     prompts = [by_id[i] for i in job.inputs["prompt_ids"] if i in by_id]
     lineage_sampling = {k: v for k, v in dataclasses.asdict(sampling).items()
                         if k in ("strategy", "temperature", "top_k", "top_p", "seed", "max_new_tokens")}
-    round_obj = Round.objects.filter(pk=job.round_id).first() if job.round_id else None
-    created = 0
+    round_obj = job.round
+    done = _prompts_done(job)
+    created = len(done)
     for start in range(0, len(prompts), batch):
-        if reporter.should_stop():
-            raise cancelled()
-        chunk = prompts[start:start + batch]
-        # A different seed per batch keeps the run reproducible without repeating samples.
+        chunk = [p for p in prompts[start:start + batch] if p.pk not in done]
+        if not chunk:
+            continue
+        # A different seed per batch keeps the run reproducible without repeating samples (and a
+        # resumed run samples a batch as the first run would have).
         config = dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + start)
-        outputs = generate(model, tokenizer, [p.as_messages() for p in chunk], config, n=n)
+        try:
+            outputs = generate(model, tokenizer, [p.as_messages() for p in chunk], config, n=n,
+                               should_stop=reporter.should_stop)
+        except StopRequested:
+            raise cancelled() from None
         for prompt, generations in zip(chunk, outputs, strict=True):
             tasks_create(project=job.project, prompt=prompt, round=round_obj, responses=[
                 {"text": _storable(g.text), "source": "model", "model_version_id": policy.pk,
                  "model_name": policy.name, "sampling": lineage_sampling}
                 for g in generations])
             created += 1
-        reporter.on_step({"step": min(start + batch, len(prompts)), "total_steps": len(prompts),
-                          "tasks_created": created})
-    if round_obj is not None:
-        round_update(round=round_obj, status=Round.Status.ANNOTATING)
+        reporter.on_step({"step": created, "total_steps": len(prompts), "tasks_created": created,
+                          "responses": created * n})
     return {"tasks": created, "responses": created * n, "policy": policy.pk}
+
+
+def _prompts_done(job: TrainingJob) -> set[int]:
+    """Prompts of this job that an earlier run of it already turned into tasks."""
+    tasks = RankingTask.objects.filter(project=job.project, prompt_id__in=job.inputs["prompt_ids"])
+    if job.round_id is not None:
+        tasks = tasks.filter(round_id=job.round_id)
+    else:
+        tasks = tasks.filter(round__isnull=True, created_at__gte=job.created_at,
+                             responses__model_version_id=job.inputs["policy"])
+    return set(tasks.values_list("prompt_id", flat=True))
 
 
 def _storable(text: str) -> str:

@@ -1,10 +1,13 @@
-"""Running one job on a worker: claim it (once), run its stage with progress reporting and a
-heartbeat, register the model version it produced, record failure on the job row."""
+"""Running one job on a worker: claim it (once), run its stage with progress reporting, a
+heartbeat, cancellation and a wall-time limit, register the model version it produced, and end it
+through lifecycle.job_finish."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -12,10 +15,10 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from ..models import ModelVersion, TrainingJob
+from ..models import JobMetric, ModelVersion, TrainingJob, WorkerHeartbeat
 from ..stages import build_config, stage_function
-from .jobs import JobReporter, job_log
-from .rounds import round_job_finished
+from .jobs import job_log
+from .lifecycle import job_finish
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
@@ -23,6 +26,54 @@ HEARTBEAT_SECONDS = 5.0
 
 class JobCancelled(Exception):
     pass
+
+
+class JobReporter:
+    """The on_step / should_stop pair a stage gets: writes progress, metrics and heartbeats, and
+    answers "stop?" from the cancel flag (read at most once a second, so a fast loop does not hammer
+    the database) and from the job's wall-time limit."""
+
+    def __init__(self, job: TrainingJob):
+        self.job = job
+        self.started = time.monotonic()
+        self.limit = job.time_limit_seconds or settings.RLHF_JOB_TIME_LIMIT_SECONDS
+        self._last_cancel_check = 0.0
+        self._cancel = False
+        self.timed_out = False
+        self.steps = 0
+        self.first_step: int | None = None
+
+    def on_step(self, metrics: dict) -> None:
+        self.steps += 1
+        step = int(metrics.get("step", self.steps))
+        if self.first_step is None:
+            # A resumed run starts after its last saved step; points an earlier run reported past
+            # that step are replaced by the ones this run reports, so the series stays one line.
+            self.first_step = step
+            JobMetric.objects.filter(job=self.job, step__gte=step).delete()
+        total = metrics.get("total_steps") or metrics.get("total")
+        elapsed = time.monotonic() - self.started
+        done = step - self.first_step + 1
+        eta = (elapsed / done) * (total - step) if total and done > 0 else None
+        values = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        samples = metrics.get("samples")
+        if samples:  # PPO's sample responses go to the log, not the numeric series
+            shown = samples[:4] if isinstance(samples, list) else samples
+            job_log(job=self.job, message=f"step {step} samples: {shown}"[:4000])
+        JobMetric.objects.create(job=self.job, step=step, values=values)
+        progress = {"step": step, "total": total, "eta_seconds": round(eta, 1) if eta is not None else None}
+        TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
+        for alarm in metrics.get("alarms") or []:
+            job_log(job=self.job, level="WARNING", message=f"step {step}: {alarm}")
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.timed_out and now - self.started > self.limit:
+            self.timed_out = True
+        if not self._cancel and now - self._last_cancel_check >= 1.0:
+            self._last_cancel_check = now
+            self._cancel = TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+        return self._cancel or self.timed_out
 
 
 def _claim(job_id: int, hostname: str) -> TrainingJob | None:
@@ -41,7 +92,8 @@ def _claim(job_id: int, hostname: str) -> TrainingJob | None:
         job.worker_hostname = hostname
         job.attempts += 1
         job.save(update_fields=["state", "started_at", "heartbeat_at", "worker_hostname", "attempts"])
-        job_log(job=job, message=f"started on {hostname}")
+        WorkerHeartbeat.objects.filter(hostname=hostname).update(current_job_id=job.pk, idle_since=None)
+        job_log(job=job, message=f"started on {hostname}" + (f" (run {job.attempts})" if job.attempts > 1 else ""))
     return job
 
 
@@ -54,11 +106,6 @@ def _beat(job_id: int, stop: threading.Event) -> None:
             log.warning("job heartbeat failed: %s", exc)
 
 
-def _finish(job: TrainingJob, state: str, *, outputs: dict | None = None, error: str = "") -> None:
-    TrainingJob.objects.filter(pk=job.pk).update(state=state, outputs=outputs or job.outputs, error=error,
-                                                 finished_at=timezone.now(), heartbeat_at=timezone.now())
-
-
 def job_run(*, job_id: int, hostname: str) -> str:
     job = _claim(job_id, hostname)
     if job is None:
@@ -69,25 +116,33 @@ def job_run(*, job_id: int, hostname: str) -> str:
     try:
         outputs = RUNNERS[job.kind](job, reporter)
     except JobCancelled:
-        _finish(job, TrainingJob.State.CANCELLED)
-        job_log(job=job, message="cancelled")
+        if reporter.timed_out and not reporter._cancel:
+            why = (f"wall-time limit of {reporter.limit} s reached; relaunch the job to continue from its last "
+                   "saved state")
+            job_finish(job_id=job.pk, state=TrainingJob.State.FAILED, error=why)
+            return "failed"
+        job_finish(job_id=job.pk, state=TrainingJob.State.CANCELLED,
+                   message="cancelled; relaunch the job to continue from its last saved state")
         return "cancelled"
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        _finish(job, TrainingJob.State.FAILED, error=message)
         job_log(job=job, level="ERROR", message=traceback.format_exc()[-8000:])
-        round_job_finished(job=TrainingJob.objects.get(pk=job.pk))
+        job_finish(job_id=job.pk, state=TrainingJob.State.FAILED, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         stop.set()
-    _finish(job, TrainingJob.State.SUCCEEDED, outputs=outputs)
-    job_log(job=job, message=f"succeeded: {outputs}")
-    round_job_finished(job=TrainingJob.objects.get(pk=job.pk))
+    job_finish(job_id=job.pk, state=TrainingJob.State.SUCCEEDED, outputs=outputs, message=f"succeeded: {outputs}")
     return "succeeded"
 
 
 def _artifact_dir(job: TrainingJob) -> tuple[Path, str]:
-    rel = f"jobs/{job.pk:06d}-{job.kind}"
+    """The job's own output directory: the same on every run of the job (that is how a relaunch
+    finds its resumable state); what a crashed earlier run left half-written is removed first."""
+    from rlhf.checkpoints import remove_partials
+
+    rel = job.output_path or f"jobs/{job.pk:06d}-{job.kind}"
+    if ModelVersion.objects.filter(path=rel).exists():
+        raise RuntimeError(f"{rel} already holds a registered model version; it is never written again")
+    remove_partials(settings.ARTIFACTS_ROOT / rel)
     return settings.ARTIFACTS_ROOT / rel, rel
 
 
@@ -111,21 +166,28 @@ def _jsonable(metrics: dict) -> dict:
 
 
 def _run_stage(job: TrainingJob, reporter: JobReporter, data, *, kind_out: str, extra_inputs=None) -> dict:
+    from rlhf.checkpoints import METRICS_FILE
+
     policy = ModelVersion.objects.get(pk=job.inputs["policy"])
     out_dir, rel = _artifact_dir(job)
-    config = build_config(job.kind, job.config)
-    train = stage_function(job.kind)
-    job_log(job=job, message=f"{job.kind}: {len(data)} examples, base {policy.name} (#{policy.pk})")
-    args = extra_inputs or {}
-    result = train(config, data, _path(policy), out_dir=out_dir, on_step=reporter.on_step,
-                   should_stop=reporter.should_stop, **args)
-    if result.cancelled:
-        raise JobCancelled()
+    if (out_dir / "config.json").is_file():
+        # An earlier run saved the model and died before registering it: register what it saved.
+        job_log(job=job, message=f"{rel} already holds this job's finished model; registering it")
+        metrics = json.loads((out_dir / METRICS_FILE).read_text()) if (out_dir / METRICS_FILE).is_file() else {}
+    else:
+        config = build_config(job.kind, job.config)
+        train = stage_function(job.kind)
+        job_log(job=job, message=f"{job.kind}: {len(data)} examples, base {policy.name} (#{policy.pk})")
+        result = train(config, data, _path(policy), out_dir=out_dir, on_step=reporter.on_step,
+                       should_stop=reporter.should_stop, **(extra_inputs or {}))
+        if result.cancelled:
+            raise JobCancelled()
+        metrics = result.metrics
     parents = [policy]
     if job.kind == "ppo" and job.inputs.get("reward_model"):
         parents.append(ModelVersion.objects.get(pk=job.inputs["reward_model"]))
-    version = model_version_register(job=job, kind=kind_out, rel=rel, parents=parents, metrics=result.metrics)
-    return {"model_version": version.pk, "metrics": _jsonable(result.metrics), "examples": len(data)}
+    version = model_version_register(job=job, kind=kind_out, rel=rel, parents=parents, metrics=metrics)
+    return {"model_version": version.pk, "metrics": _jsonable(metrics), "examples": len(data)}
 
 
 def _run_sft(job: TrainingJob, reporter: JobReporter) -> dict:
@@ -189,5 +251,11 @@ def _run_generate(job: TrainingJob, reporter: JobReporter) -> dict:
     return round_generate(job=job, reporter=reporter, cancelled=JobCancelled)
 
 
+def _run_evaluate(job: TrainingJob, reporter: JobReporter) -> dict:
+    from .evaluation import evaluation_run
+
+    return evaluation_run(job=job, reporter=reporter, cancelled=JobCancelled)
+
+
 RUNNERS = {"sft": _run_sft, "reward_model": _run_reward, "dpo": _run_dpo, "ppo": _run_ppo,
-           "generate": _run_generate}
+           "generate": _run_generate, "evaluate": _run_evaluate}

@@ -1,5 +1,10 @@
-"""Rounds: choose prompts, generate candidates with the promoted policy, and, for a round that
-runs itself, train the reward model, then PPO or DPO, evaluate, and promote (or wait for an admin)."""
+"""Rounds: choose prompts, generate candidates with the promoted policy, and, for a round that runs
+itself, train the reward model, then PPO or DPO, evaluate, and promote (or wait for an admin).
+
+The round's stage is a column moved by annotate's round_transition; each stage after annotating is
+one job. When a job ends, lifecycle.job_finish calls `round_job_finished`, which starts the next
+stage's job or fails the round with the reason; a failed round is retried from the stage it failed
+in (its job is relaunched and resumes)."""
 
 from __future__ import annotations
 
@@ -10,16 +15,21 @@ from django.db import transaction
 
 from annotate.models import Project, Prompt, Round
 from annotate.selectors.projects import round_is_complete
-from annotate.services.projects import round_create, round_update
+from annotate.services.projects import round_create, round_transition, round_update
 from config.errors import ApplicationError
 
 from ..models import ModelVersion, TrainingJob
 from ..stages import config_validate
+from .evaluation import evaluation_prompt_ids
 from .jobs import job_log, training_job_launch
+from .registry import model_version_promote
 
 log = logging.getLogger(__name__)
+S = Round.Status
 AUTO_DEFAULTS = {"enabled": False, "algorithm": "ppo", "require_approval": False,
-                 "reward_model": {}, "policy": {}, "eval_prompts": 8}
+                 "reward_model": {}, "policy": {}, "evaluation": {}, "eval_prompts": 8}
+# The stages of a self-running round that one job runs.
+JOB_STAGES = (S.REWARD_MODEL, S.POLICY, S.EVALUATING)
 
 
 def _choose_prompts(project: Project, spec) -> list[int]:
@@ -60,89 +70,140 @@ def round_start(*, project: Project, prompts=None, responses_per_prompt: int | N
         raise ApplicationError("auto.algorithm must be ppo or dpo", code="invalid_round")
     config_validate("reward_model", auto_settings["reward_model"])
     config_validate(auto_settings["algorithm"], auto_settings["policy"])
+    config_validate("evaluate", auto_settings["evaluation"])
     ids = _choose_prompts(project, prompts)
     with transaction.atomic():
-        round_obj = round_create(project=project, status=Round.Status.GENERATING, settings={
+        round_obj = round_create(project=project, status=S.DRAFT, settings={
             "prompts": prompts if prompts is not None else "unused", "responses_per_prompt": n,
             "sampling": {k: v for k, v in config.items() if k not in ("responses_per_prompt", "batch_size")},
-            "auto": {**auto_settings, "stage": "generating"}})
+            "auto": auto_settings})
         job = training_job_launch(project=project, kind="generate", config=config,
                                   inputs={"prompt_ids": ids}, user=user, round=round_obj)
         round_update(round=round_obj, generate_job_id=job.pk)
+        round_transition(round=round_obj, to=S.GENERATING, job_id=job.pk)
     return round_obj, job
 
 
-def _set_stage(round_obj: Round, stage: str, **extra) -> None:
-    settings = dict(round_obj.settings)
-    settings["auto"] = {**settings.get("auto", {}), "stage": stage, **extra}
-    round_update(round=round_obj, settings=settings)
+def _auto(round_obj: Round) -> dict:
+    return {**AUTO_DEFAULTS, **(round_obj.settings.get("auto") or {})}
+
+
+def _stage_model(round_obj: Round, kind: str) -> ModelVersion | None:
+    """The model the round's latest successful `kind` job produced."""
+    job = round_obj.jobs.filter(kind=kind, state="succeeded").order_by("-id").first()
+    return ModelVersion.objects.filter(pk=(job.outputs or {}).get("model_version")).first() if job else None
+
+
+def round_stage_launch(round_obj: Round, stage: str) -> TrainingJob:
+    """Start the job that runs `stage` of a self-running round and move the round there."""
+    auto, project = _auto(round_obj), round_obj.project
+    if stage == S.REWARD_MODEL:
+        job = training_job_launch(project=project, kind="reward_model", config=auto["reward_model"],
+                                  round=round_obj)
+    elif stage == S.POLICY:
+        reward = _stage_model(round_obj, "reward_model")
+        if auto["algorithm"] == "ppo" and reward is None:
+            raise ApplicationError("the round has no trained reward model for PPO", code="no_reward_model")
+        job = training_job_launch(project=project, kind=auto["algorithm"], config=auto["policy"],
+                                  inputs={"reward_model": reward.pk} if auto["algorithm"] == "ppo" else {},
+                                  round=round_obj)
+    elif stage == S.EVALUATING:
+        policy_job = round_obj.jobs.filter(kind__in=("ppo", "dpo"), state="succeeded").order_by("-id").first()
+        candidate = ModelVersion.objects.get(pk=policy_job.outputs["model_version"])
+        reward = _stage_model(round_obj, "reward_model")
+        job = training_job_launch(project=project, kind="evaluate", config=auto["evaluation"], round=round_obj,
+                                  inputs={"candidate": candidate.pk, "policy": policy_job.inputs["policy"],
+                                          "reward_model": reward.pk if reward else None,
+                                          "prompt_ids": evaluation_prompt_ids(
+                                              project=project, n_prompts=int(auto["eval_prompts"]))})
+    else:
+        raise ValueError(f"no job runs stage {stage}")
+    round_transition(round=round_obj, to=stage, job_id=job.pk)
+    return job
+
+
+def _fail(round_obj: Round, reason: str) -> None:
+    round_transition(round=round_obj, to=S.FAILED, reason=reason)
 
 
 def rounds_advance() -> list[int]:
     """Start the reward model of every self-running round whose tasks have their k rankings."""
     started = []
-    for round_obj in Round.objects.filter(status=Round.Status.ANNOTATING):
-        auto = round_obj.settings.get("auto") or {}
-        if not auto.get("enabled") or auto.get("stage") not in ("generating", "annotating"):
-            continue
-        if not round_is_complete(round_obj):
+    for round_obj in Round.objects.filter(status=S.ANNOTATING):
+        if not _auto(round_obj)["enabled"] or not round_is_complete(round_obj):
             continue
         with transaction.atomic():
             locked = Round.objects.select_for_update().get(pk=round_obj.pk)
-            if (locked.settings.get("auto") or {}).get("stage") not in ("generating", "annotating"):
+            if locked.status != S.ANNOTATING:
                 continue
-            job = training_job_launch(project=locked.project, kind="reward_model", config=auto["reward_model"],
-                                      round=locked)
-            _set_stage(locked, "reward_model", reward_job=job.pk)
+            try:
+                with transaction.atomic():
+                    round_stage_launch(locked, S.REWARD_MODEL)
+            except ApplicationError as exc:
+                _fail(locked, f"could not start the reward model: {exc.message}")
+                continue
         started.append(round_obj.pk)
     return started
 
 
 def round_job_finished(*, job: TrainingJob) -> None:
-    """Move a self-running round on when one of its jobs ends."""
+    """Move the job's round on when the job that runs its current stage ends (called by
+    lifecycle.job_finish, inside its transaction)."""
     if job.round_id is None:
         return
-    round_obj = Round.objects.get(pk=job.round_id)
-    auto = round_obj.settings.get("auto") or {}
+    round_obj = Round.objects.select_for_update().get(pk=job.round_id)
+    if round_obj.stage_job_id != job.pk or round_obj.status in (S.FAILED, S.CLOSED):
+        return  # not the job of the current stage (an earlier run, an extra job launched by hand)
     if job.state != TrainingJob.State.SUCCEEDED:
-        if job.kind == "generate" or auto.get("enabled"):
-            round_update(round=round_obj, status=Round.Status.FAILED)
+        what = f"{job.kind} job #{job.pk} {job.state}"
+        _fail(round_obj, f"{what}: {job.error}" if job.error else what)
         return
-    if not auto.get("enabled"):
+    if job.kind == "generate":
+        round_transition(round=round_obj, to=S.ANNOTATING, job_id=None)
         return
-    if job.kind == "reward_model":
-        policy_job = training_job_launch(project=job.project, kind=auto["algorithm"], config=auto["policy"],
-                                         inputs={"reward_model": job.outputs["model_version"]}
-                                         if auto["algorithm"] == "ppo" else {}, round=round_obj)
-        _set_stage(round_obj, "policy", policy_job=policy_job.pk)
-    elif job.kind in ("ppo", "dpo"):
-        from .evaluation import policy_evaluate
+    auto = _auto(round_obj)
+    if not auto["enabled"]:
+        return
+    if job.kind == "evaluate":
+        _evaluated(round_obj, job, auto)
+        return
+    next_stage = {S.REWARD_MODEL: S.POLICY, S.POLICY: S.EVALUATING}[round_obj.status]
+    try:
+        with transaction.atomic():
+            round_stage_launch(round_obj, next_stage)
+    except (ApplicationError, ModelVersion.DoesNotExist, KeyError) as exc:
+        message = exc.message if isinstance(exc, ApplicationError) else str(exc)
+        _fail(round_obj, f"could not start the {next_stage.replace('_', ' ')} stage: {message}")
 
-        candidate = ModelVersion.objects.get(pk=job.outputs["model_version"])
-        reward_id = (round_obj.settings.get("auto") or {}).get("reward_job")
-        reward_job = TrainingJob.objects.filter(pk=reward_id).first()
-        reward = ModelVersion.objects.filter(pk=(reward_job.outputs or {}).get("model_version")).first() \
-            if reward_job else None
-        previous = ModelVersion.objects.get(pk=job.inputs["policy"])
-        report = policy_evaluate(candidate=candidate, previous=previous, reward=reward,
-                                 n_prompts=int(auto.get("eval_prompts", 8)))
-        candidate.metrics = {**candidate.metrics, **{f"eval_{k}": v for k, v in report.items()}}
-        candidate.save(update_fields=["metrics"])
-        job_log(job=job, message=f"evaluation: {report}")
-        if auto.get("require_approval"):
-            _set_stage(round_obj, "awaiting_approval", candidate=candidate.pk, evaluation=report)
-        else:
-            from .registry import model_version_promote
 
-            model_version_promote(version=candidate)
-            _set_stage(round_obj, "done", candidate=candidate.pk, evaluation=report)
-            round_update(round=round_obj, status=Round.Status.CLOSED)
+def _evaluated(round_obj: Round, job: TrainingJob, auto: dict) -> None:
+    candidate = ModelVersion.objects.get(pk=job.outputs["candidate"])
+    settings = dict(round_obj.settings)
+    settings["auto"] = {**settings.get("auto", {}), "candidate": candidate.pk,
+                        "evaluation": job.outputs.get("evaluation")}
+    round_update(round=round_obj, settings=settings)
+    if auto["require_approval"]:
+        round_transition(round=round_obj, to=S.AWAITING_APPROVAL, job_id=None)
+        return
+    model_version_promote(version=candidate)
+    job_log(job=job, message=f"promoted model version #{candidate.pk}")
+    round_transition(round=round_obj, to=S.CLOSED, job_id=None)
+
+
+def round_job_requeued(*, job: TrainingJob) -> None:
+    """A relaunched job takes its failed round back to the stage it runs."""
+    if job.round_id is None:
+        return
+    round_obj = Round.objects.select_for_update().get(pk=job.round_id)
+    if round_obj.status == S.FAILED and round_obj.stage_job_id == job.pk:
+        round_transition(round=round_obj, to=round_obj.failed_stage, job_id=job.pk)
 
 
 def round_candidate_promoted(*, version: ModelVersion) -> None:
     """An admin promoting the candidate a round waits on approves it: the round closes."""
-    for round_obj in Round.objects.filter(project_id=version.project_id, status=Round.Status.ANNOTATING):
-        auto = round_obj.settings.get("auto") or {}
-        if auto.get("stage") == "awaiting_approval" and auto.get("candidate") == version.pk:
-            _set_stage(round_obj, "done", approved=True)
-            round_update(round=round_obj, status=Round.Status.CLOSED)
+    for round_obj in Round.objects.filter(project_id=version.project_id, status=S.AWAITING_APPROVAL):
+        if (round_obj.settings.get("auto") or {}).get("candidate") == version.pk:
+            settings = dict(round_obj.settings)
+            settings["auto"] = {**settings.get("auto", {}), "approved": True}
+            round_update(round=round_obj, settings=settings)
+            round_transition(round=round_obj, to=S.CLOSED, job_id=None)

@@ -94,16 +94,32 @@ async function loadRounds() {
       const p = r.progress || {};
       const pct = p.tasks ? Math.round((100 * p.tasks_complete) / p.tasks) : 0;
       const s = (r.settings && r.settings.sampling) || {};
+      const stage = h("td", {}, h("span", { class: `badge ${r.status}` }, r.status.replace("_", " ")),
+        r.settings && r.settings.auto && r.settings.auto.enabled ? h("span", { class: "muted small" }, " self-running") : "");
+      if (r.status === "failed") {
+        const retry = h("button", { type: "button", class: "small" }, "Retry");
+        retry.addEventListener("click", async () => {
+          retry.disabled = true;
+          try {
+            await api(`/api/rounds/${r.id}/retry`, { method: "POST" });
+            toast(`Round ${r.number} resumes from ${r.failed_stage.replace("_", " ")}`);
+          } catch (err) {
+            toast(`Could not retry: ${err.message}`);
+          }
+          loadRounds();
+        });
+        stage.append(h("div", { class: "small error-text" }, `failed in ${r.failed_stage.replace("_", " ")}: ${r.reason}`), retry);
+      }
       return h("tr", {},
         h("td", {}, `#${r.number}`),
-        h("td", {}, h("span", { class: `badge ${r.status}` }, r.status),
-          r.settings && r.settings.auto && r.settings.auto.enabled
-            ? h("span", { class: "muted small" }, ` self-running: ${r.settings.auto.stage}`) : ""),
+        stage,
         h("td", {}, h("div", { class: "row" },
           h("div", { class: "progress", role: "progressbar", "aria-label": `Round ${r.number} tasks complete`, "aria-valuenow": pct, "aria-valuemin": 0, "aria-valuemax": 100 },
             h("span", { style: `width:${pct}%` })),
           h("span", { class: "small" }, `${p.tasks_complete ?? 0} / ${p.tasks ?? 0}`))),
-        h("td", {}, r.generate_job ? h("a", { href: `/manage/jobs/${r.generate_job}` }, `job ${r.generate_job}`) : "–"),
+        h("td", { class: "small" }, ...(r.jobs || []).flatMap((j, i) => [i ? ", " : "",
+          h("a", { href: `/manage/jobs/${j.id}`, title: j.error || j.state }, `${j.kind.replace("_", " ")} #${j.id}`),
+          h("span", { class: `badge ${j.state}` }, j.state)])),
         h("td", { class: "small muted" }, Object.entries(s).filter(([, v]) => v !== null && v !== undefined && !(Array.isArray(v) && !v.length)).map(([k, v]) => `${k}=${v}`).join(" ")));
     }));
   } catch (err) {
