@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -99,6 +100,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(error_body("too_many_fields", str(exc)), status=400)
     if isinstance(exc, ApplicationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=exc.headers)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database restarting or unreachable: nothing was stored; the client may try again.
+        return Response(error_body("database_unavailable", "the database is unavailable; nothing was saved, "
+                                   "try again in a moment"), status=503, headers={"Retry-After": "5"})
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound(str(exc) or "Not found.")
     elif isinstance(exc, PermissionDenied):

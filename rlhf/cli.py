@@ -52,11 +52,17 @@ def build_config(cls: type, config_file: str | None, overrides: list[str]) -> An
         if not sep:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         values[key] = _parse_value(value)
+    from rlhf.validation import config_errors
+
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise SystemExit(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    return cls(**values)
+    config = cls(**values)
+    errors = config_errors(config)
+    if errors:
+        raise SystemExit("\n".join(f"{cls.__name__}.{k}: {v}" for k, v in errors.items()))
+    return config
 
 
 def _print_step(metrics: dict) -> None:

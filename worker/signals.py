@@ -66,6 +66,16 @@ def _fail_orphans(hostname: str) -> None:
     jobs_fail_orphans(hostname=hostname)
 
 
+def _preload() -> None:
+    """Import torch, transformers and rlhf once the worker is up, not when its first job starts:
+    that import takes seconds, during which a job could neither start work nor see a cancel."""
+    try:
+        import rlhf.models  # noqa: F401
+        import rlhf.sampling  # noqa: F401
+    except Exception as exc:  # a job will report the real error
+        log.warning("could not preload the training library: %s", exc)
+
+
 @worker_ready.connect
 def _start_heartbeat(sender=None, **_kwargs) -> None:
     hostname = sender.hostname
@@ -75,6 +85,7 @@ def _start_heartbeat(sender=None, **_kwargs) -> None:
     except Exception as exc:
         log.warning("could not check for orphaned jobs: %s", exc)
     threading.Thread(target=_beat, args=(hostname, queues), daemon=True, name="heartbeat").start()
+    threading.Thread(target=_preload, daemon=True, name="preload").start()
 
 
 @worker_shutdown.connect

@@ -107,9 +107,12 @@ def config_validate(kind: str, raw: Any) -> dict:
             errors["scorer"] = str(exc).strip("'\"")
         result["scorer"] = raw["scorer"]
     if not errors:
+        from rlhf.validation import config_errors
+
         try:
             config = cls(**values)
-            if hasattr(config, "validate"):
+            errors.update(config_errors(config))
+            if not errors and hasattr(config, "validate"):
                 config.validate()
         except (TypeError, ValueError) as exc:
             errors["config"] = str(exc)

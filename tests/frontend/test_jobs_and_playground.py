@@ -37,7 +37,7 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
 
     # A job with no end of its own: the loss chart must gain points between two looks, whatever
     # the machine's speed; then the admin cancels it from the page.
-    endless = {"batch_size": 2, "max_steps": None, "epochs": 100000, "eval_fraction": 0.0, "precision": "fp32",
+    endless = {"batch_size": 2, "max_steps": None, "epochs": 10000, "eval_fraction": 0.0, "precision": "fp32",
                "max_length": 64}
     page.get_by_label("Config (JSON; fields left out take their defaults)").fill(json.dumps(endless))
     screenshot(page, "20-admin-jobs-launch")

@@ -119,7 +119,7 @@ def test_reward_model_job_end_to_end(celery_worker, admin_client, tiny_policy_di
 def test_cancel_stops_a_running_job(celery_worker, admin_client, tiny_policy_dir):
     project, _ = project_with_pairs(slug="cancel")
     register_policy(tiny_policy_dir, project=project)
-    config = {**FAST_RM, "max_steps": None, "epochs": 100000}
+    config = {**FAST_RM, "max_steps": None, "epochs": 10000}
     job_id = admin_client.post(f"/api/projects/{project.pk}/jobs", {"kind": "reward_model", "config": config},
                                format="json").json()["id"]
     _wait(job_id, ("running",))
@@ -140,7 +140,7 @@ def test_a_killed_worker_leaves_no_job_running(celery_worker, admin_client, tiny
 
     project, _ = project_with_pairs(slug="kill")
     register_policy(tiny_policy_dir, project=project)
-    config = {**FAST_RM, "max_steps": None, "epochs": 100000}
+    config = {**FAST_RM, "max_steps": None, "epochs": 10000}
     job_id = admin_client.post(f"/api/projects/{project.pk}/jobs", {"kind": "reward_model", "config": config},
                                format="json").json()["id"]
     _wait(job_id, ("running",))
@@ -183,7 +183,7 @@ def test_two_workers_share_the_gpu_queue_one_job_each(celery_worker, admin_clien
     register_policy(tiny_policy_dir, project=project)
     second = start_worker(tmp_path)
     try:
-        config = {**FAST_RM, "max_steps": None, "epochs": 100000}
+        config = {**FAST_RM, "max_steps": None, "epochs": 10000}
         ids = [admin_client.post(f"/api/projects/{project.pk}/jobs", {"kind": "reward_model", "config": config},
                                  format="json").json()["id"] for _ in range(2)]
         jobs = [_wait(job_id, ("running",)) for job_id in ids]

@@ -24,6 +24,7 @@ def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) ->
     from rlhf.sampling import generate
 
     policy = ModelVersion.objects.get(pk=job.inputs["policy"])
+    reporter.stage("loading model", total=len(job.inputs["prompt_ids"]))
     sampling = build_config("generate", job.config)
     n = int(job.config.get("responses_per_prompt", 2))
     batch = int(job.config.get("batch_size", 8))
@@ -35,6 +36,7 @@ def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) ->
     round_obj = job.round
     done = _prompts_done(job)
     created = len(done)
+    reporter.stage("generating")
     for start in range(0, len(prompts), batch):
         chunk = [p for p in prompts[start:start + batch] if p.pk not in done]
         if not chunk:
@@ -54,7 +56,7 @@ def round_generate(*, job: TrainingJob, reporter, cancelled: type[Exception]) ->
                 for g in generations])
             created += 1
         reporter.on_step({"step": created, "total_steps": len(prompts), "tasks_created": created,
-                          "responses": created * n})
+                          "responses": created * n, "stage": "generating"})
     return {"tasks": created, "responses": created * n, "policy": policy.pk}
 
 

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, connections, transaction
 from django.utils import timezone
 
 from ..models import JobMetric, ModelVersion, TrainingJob, WorkerHeartbeat
@@ -22,6 +22,24 @@ from .lifecycle import job_finish
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 5.0
+DB_OUTAGE_SECONDS = 120.0  # how long a running job waits out a database restart before it gives up
+
+
+def _persist(write):
+    """Run a database write of a running job, waiting out a database that restarts or blinks
+    (reconnecting between tries) instead of losing the job's training to one failed INSERT."""
+    deadline = time.monotonic() + DB_OUTAGE_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s", str(exc).strip().splitlines()[0], delay)
+            connections.close_all()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 class JobCancelled(Exception):
@@ -50,21 +68,38 @@ class JobReporter:
             # A resumed run starts after its last saved step; points an earlier run reported past
             # that step are replaced by the ones this run reports, so the series stays one line.
             self.first_step = step
-            JobMetric.objects.filter(job=self.job, step__gte=step).delete()
+            _persist(lambda: JobMetric.objects.filter(job=self.job, step__gte=step).delete())
         total = metrics.get("total_steps") or metrics.get("total")
         elapsed = time.monotonic() - self.started
         done = step - self.first_step + 1
         eta = (elapsed / done) * (total - step) if total and done > 0 else None
         values = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         samples = metrics.get("samples")
-        if samples:  # PPO's sample responses go to the log, not the numeric series
-            shown = samples[:4] if isinstance(samples, list) else samples
-            job_log(job=self.job, message=f"step {step} samples: {shown}"[:4000])
-        JobMetric.objects.create(job=self.job, step=step, values=values)
-        progress = {"step": step, "total": total, "eta_seconds": round(eta, 1) if eta is not None else None}
-        TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
-        for alarm in metrics.get("alarms") or []:
-            job_log(job=self.job, level="WARNING", message=f"step {step}: {alarm}")
+        progress = {"step": step, "total": total, "eta_seconds": round(eta, 1) if eta is not None else None,
+                    "stage": metrics.get("stage") or "training"}
+
+        def write() -> None:
+            with transaction.atomic():
+                if samples:  # PPO's sample responses go to the log, not the numeric series
+                    shown = samples[:4] if isinstance(samples, list) else samples
+                    job_log(job=self.job, message=f"step {step} samples: {shown}"[:4000])
+                JobMetric.objects.create(job=self.job, step=step, values=values)
+                TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
+                for alarm in metrics.get("alarms") or []:
+                    job_log(job=self.job, level="WARNING", message=f"step {step}: {alarm}")
+
+        _persist(write)
+
+    def stage(self, label: str, total: int | None = None) -> None:
+        """Say what the job is doing now (loading model, generating, training, saving) and, when
+        known, how many steps it will take: the page shows both from the job's first second."""
+        def write() -> None:
+            progress = {**(TrainingJob.objects.get(pk=self.job.pk).progress or {}), "stage": label}
+            if total is not None:
+                progress["total"] = total
+            TrainingJob.objects.filter(pk=self.job.pk).update(progress=progress, heartbeat_at=timezone.now())
+
+        _persist(write)
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -72,7 +107,8 @@ class JobReporter:
             self.timed_out = True
         if not self._cancel and now - self._last_cancel_check >= 1.0:
             self._last_cancel_check = now
-            self._cancel = TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists()
+            self._cancel = _persist(
+                lambda: TrainingJob.objects.filter(pk=self.job.pk, cancel_requested=True).exists())
         return self._cancel or self.timed_out
 
 
@@ -119,18 +155,20 @@ def job_run(*, job_id: int, hostname: str) -> str:
         if reporter.timed_out and not reporter._cancel:
             why = (f"wall-time limit of {reporter.limit} s reached; relaunch the job to continue from its last "
                    "saved state")
-            job_finish(job_id=job.pk, state=TrainingJob.State.FAILED, error=why)
+            _persist(lambda: job_finish(job_id=job.pk, state=TrainingJob.State.FAILED, error=why))
             return "failed"
-        job_finish(job_id=job.pk, state=TrainingJob.State.CANCELLED,
-                   message="cancelled; relaunch the job to continue from its last saved state")
+        _persist(lambda: job_finish(job_id=job.pk, state=TrainingJob.State.CANCELLED,
+                                    message="cancelled; relaunch the job to continue from its last saved state"))
         return "cancelled"
     except Exception as exc:
-        job_log(job=job, level="ERROR", message=traceback.format_exc()[-8000:])
-        job_finish(job_id=job.pk, state=TrainingJob.State.FAILED, error=f"{type(exc).__name__}: {exc}")
+        trace, error = traceback.format_exc()[-8000:], f"{type(exc).__name__}: {exc}"
+        _persist(lambda: job_log(job=job, level="ERROR", message=trace))
+        _persist(lambda: job_finish(job_id=job.pk, state=TrainingJob.State.FAILED, error=error))
         raise
     finally:
         stop.set()
-    job_finish(job_id=job.pk, state=TrainingJob.State.SUCCEEDED, outputs=outputs, message=f"succeeded: {outputs}")
+    _persist(lambda: job_finish(job_id=job.pk, state=TrainingJob.State.SUCCEEDED, outputs=outputs,
+                                message=f"succeeded: {outputs}"))
     return "succeeded"
 
 
@@ -186,7 +224,8 @@ def _run_stage(job: TrainingJob, reporter: JobReporter, data, *, kind_out: str, 
     parents = [policy]
     if job.kind == "ppo" and job.inputs.get("reward_model"):
         parents.append(ModelVersion.objects.get(pk=job.inputs["reward_model"]))
-    version = model_version_register(job=job, kind=kind_out, rel=rel, parents=parents, metrics=metrics)
+    version = _persist(lambda: model_version_register(job=job, kind=kind_out, rel=rel, parents=parents,
+                                                      metrics=metrics))
     return {"model_version": version.pk, "metrics": _jsonable(metrics), "examples": len(data)}
 
 
@@ -202,8 +241,14 @@ def _pair_rows(job: TrainingJob) -> list[dict]:
 
     rows = []
     for row in pairs_rows(project=job.project, ids=job.inputs["pair_ids"]):
+        # The ids let the stage hold out whole prompts and count annotators' consensus. The stored
+        # margin is groups apart (>= 1); the stage gets groups apart - 1, so adjacent responses,
+        # the weakest preference, carry no margin.
+        margin = row.get("margin")
         rows.append({"prompt": row["prompt"], "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"]),
-                     "margin": row.get("margin")})
+                     "margin": max(0, margin - 1) if margin is not None else None,
+                     "prompt_id": row["prompt_id"], "task_id": row["task"], "annotator": row["annotator"],
+                     "chosen_id": row["chosen_id"], "rejected_id": row["rejected_id"]})
     return rows
 
 

@@ -132,17 +132,19 @@ def jobs_fail_orphans(*, hostname: str) -> list[int]:
     return orphans
 
 
-def jobs_republish_lost(*, now=None, idle_seconds: int = 30) -> list[int]:
+def jobs_republish_lost(*, now=None, idle_seconds: int | None = None) -> list[int]:
     """Queued jobs whose message is gone (a broker that restarted without persistence, a publish
     that failed) would wait forever. A live worker on the gpu queue takes a message within a second,
-    so when one has been idle for `idle_seconds` while a job has been queued that long, the job's
-    message was lost: publish it again. A duplicate is harmless, as a job is claimed once."""
+    so when one has been idle for `idle_seconds` (default: half of RLHF_JOB_STALE_SECONDS) while a
+    job has been queued that long, the job's message was lost: publish it again. A duplicate is
+    harmless, as a job is claimed once."""
     now = now or timezone.now()
+    idle_seconds = idle_seconds if idle_seconds is not None else max(2, settings.RLHF_JOB_STALE_SECONDS // 2)
     alive = now - timedelta(seconds=settings.RLHF_WORKER_STALE_SECONDS)
-    idle = (WorkerHeartbeat.objects.filter(last_seen__gte=alive, current_job_id__isnull=True,
-                                           idle_since__lte=now - timedelta(seconds=idle_seconds))
-            .order_by("idle_since").first())
-    if idle is None or "gpu" not in (idle.queues or []):
+    idle = next((w for w in WorkerHeartbeat.objects.filter(
+        last_seen__gte=alive, current_job_id__isnull=True, idle_since__lte=now - timedelta(seconds=idle_seconds))
+        .order_by("idle_since") if "gpu" in (w.queues or [])), None)
+    if idle is None:
         return []
     waited = Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - timedelta(seconds=idle_seconds))
     lost = list(TrainingJob.objects.filter(waited, state="queued").order_by("id").values_list("id", flat=True)[:20])
