@@ -38,8 +38,8 @@ QUESTIONS = ["Why is the sky blue?", "Name a fruit that is yellow.", "What is th
 
 SETUP = """
 from annotate.models import Project
-from worker.models import ModelVersion
-from worker.services.keys import api_key_create
+from registry.models import ModelVersion
+from serving.keys import api_key_create
 project, _ = Project.objects.get_or_create(slug="demo", defaults={"name": "Demo"})
 ModelVersion.objects.create(name="bench", kind="policy", path={path!r}, source="bench", project=project,
                             promoted=True)

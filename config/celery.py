@@ -23,7 +23,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
-app.autodiscover_tasks(["worker"])
+app.autodiscover_tasks(["training"])
 
 
 def _prepare_filesystem_broker() -> None:

@@ -145,7 +145,7 @@ def error_response(request: HttpRequest, *, status: int, code: str, message: str
     if surface == "api":
         return JsonResponse(error_body(code, message), status=status)
     if surface == "v1":
-        from worker.serving.errors import OpenAIError
+        from serving.errors import OpenAIError
 
         return OpenAIError(message, status=status, code=code).response()
     from django.shortcuts import render

@@ -42,7 +42,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "annotate",
-    "worker",
+    "training",
+    "registry",
+    "serving",
+    "ops",
     "frontend",
 ]
 
@@ -140,7 +143,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "/static/frontend/vendor/swagger-ui/favicon-32x32.png",
     # /v1 is plain Django views (OpenAI's shape); its paths are described by hand.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "worker.serving.schema.add_v1_paths"],
+                             "serving.schema.add_v1_paths"],
 }
 
 # Celery: the embedded default uses kombu's filesystem transport (no server to run);

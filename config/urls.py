@@ -1,4 +1,4 @@
-"""URL map: /api/… (annotate, worker), /v1/… (model API), /healthz, pages."""
+"""URL map: /api/… (annotate, training, registry, serving keys), /v1/… (model API), /healthz, pages."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.permissions import AllowAny
 
-from worker.health import healthz
+from ops.health import healthz
 
 from . import converters  # noqa: F401  (registers <id:…>)
 
@@ -29,8 +29,9 @@ urlpatterns = [
                                                          template_name="frontend/swagger_ui.html"),
          name="api-docs"),
     path("api/", include("annotate.urls")),
-    path("api/", include("worker.urls")),
-    path("v1/", include("worker.serving.urls_v1")),
-    path("api/", include("worker.serving.urls_api")),
+    path("api/", include("training.urls")),
+    path("api/", include("registry.urls")),
+    path("v1/", include("serving.urls_v1")),
+    path("api/", include("serving.urls_api")),
     path("", include("frontend.urls")),
 ]

@@ -45,21 +45,17 @@ def _parse_value(text: str) -> Any:
 
 
 def build_config(cls: type, config_file: str | None, overrides: list[str]) -> Any:
-    """A config dataclass from an optional JSON file plus key=value overrides (values as JSON)."""
+    """A config dataclass from an optional JSON file plus key=value overrides (values as JSON),
+    checked the way the service checks a job's config (rlhf.validation.config_from_dict)."""
+    from rlhf.validation import config_from_dict
+
     values: dict[str, Any] = json.loads(Path(config_file).read_text()) if config_file else {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects key=value, got {item!r}")
         values[key] = _parse_value(value)
-    from rlhf.validation import config_errors
-
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise SystemExit(f"unknown {cls.__name__} fields: {', '.join(unknown)}")
-    config = cls(**values)
-    errors = config_errors(config)
+    config, errors = config_from_dict(cls, values)
     if errors:
         raise SystemExit("\n".join(f"{cls.__name__}.{k}: {v}" for k, v in errors.items()))
     return config

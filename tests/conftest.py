@@ -62,7 +62,7 @@ def start_worker(tmp_dir: Path, *, queues: str = "gpu,default", extra_env: dict 
         cwd=REPO, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
     )
     worker = WorkerProcess(proc, hostname, log)
-    from worker.models import WorkerHeartbeat
+    from training.models import WorkerHeartbeat
 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -95,6 +95,19 @@ def celery_worker(transactional_db, tmp_path):
     worker = start_worker(tmp_path)
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def admin_client(db):
+    """An API client signed in as a new admin (a superuser); with a live worker the test asks for
+    transactional_db as well, which then wins."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    user = get_user_model().objects.create_superuser(username=f"admin-{uuid.uuid4().hex[:8]}", password="x")
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Build a tiny Llama-style model and tokenizer from configs (no downloads), for tests."""
+"""The one tiny-model builder of the tests: a Llama-style model from a config (no downloads), with a
+tiny byte-level BPE tokenizer. The rlhf tests build theirs with the library's own BPE trainer
+(tests/rlhf/rlhf_testkit.py) and these same tiny_config / tiny_causal_lm."""
 
 from __future__ import annotations
 
@@ -35,18 +37,37 @@ def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 300):
     return fast
 
 
-def build_tiny_model(out_dir: Path, *, seed: int = 0, tie_embeddings: bool = True) -> Path:
-    """Untie the embeddings where answers must differ between prompts: a random model with tied
-    ones mostly repeats the last prompt token under greedy decoding."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_config(tokenizer, **overrides):
+    """2 layers, width 64: a model that trains in milliseconds a step."""
+    from transformers import LlamaConfig
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tiny_tokenizer(out_dir)
+    kwargs = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                  bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
+    kwargs.update(overrides)
+    return LlamaConfig(**kwargs)
+
+
+def tiny_causal_lm(tokenizer, seed: int = 0, **overrides):
+    import torch
+    from transformers import LlamaForCausalLM
+
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=tie_embeddings)
-    LlamaForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
+    return LlamaForCausalLM(tiny_config(tokenizer, **overrides)).eval()
+
+
+def build_tiny_model(out_dir: Path, *, seed: int = 0, tie_embeddings: bool = True, tokenizer=None,
+                     **overrides) -> Path:
+    """A tiny model and its tokenizer saved as a Hugging Face directory, usable anywhere a model is.
+    Untie the embeddings where answers must differ between prompts: a random model with tied ones
+    mostly repeats the last prompt token under greedy decoding."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer is None:
+        tokenizer = build_tiny_tokenizer(out_dir)
+        overrides = {"num_key_value_heads": 4, "max_position_embeddings": 256, **overrides}
+    else:
+        tokenizer.save_pretrained(out_dir)
+    model = tiny_causal_lm(tokenizer, seed=seed, tie_word_embeddings=tie_embeddings, **overrides)
+    model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir

@@ -31,7 +31,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
 
     def authenticate_credentials(self, key):
         from ..models import ApiToken
-        from ..services.queue_sql import datetime_out
+        from ..services.sql_rows import datetime_out
         from ..services.tokens import token_key_hash, token_matches_password, token_touch
 
         user_model = get_user_model()

@@ -1,5 +1,6 @@
 """Annotation data, split by what it describes; import models from here."""
 
+from . import rules  # noqa: F401  (the queue rules, `from annotate.models import rules`)
 from .projects import Project, Prompt, Round, prompt_content_hash
 from .rankings import Demonstration, Pair, Ranking
 from .tasks import Lease, RankingTask, Response, TaskResponse

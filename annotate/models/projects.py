@@ -110,7 +110,7 @@ class Round(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
-    # Plain ids: annotate must not import worker, whose TrainingJob made the candidates.
+    # Plain ids: annotate must not import training, whose TrainingJob made the candidates.
     generate_job_id = models.BigIntegerField(null=True, blank=True)
     stage_job_id = models.BigIntegerField(null=True, blank=True, help_text="the job running the current stage")
     failed_stage = models.CharField(max_length=20, blank=True, help_text="the stage a failed round stopped in")

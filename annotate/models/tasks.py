@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from . import rules
 from .projects import Project, Prompt, Round
 
 
@@ -75,14 +76,10 @@ class RankingTask(models.Model):
                                    name="task_claimed_le_needed"),
         ]
         indexes = [
-            models.Index(fields=["project", "id"], condition=Q(claimed__lt=F("rankings_needed")),
+            models.Index(fields=["project", "id"], condition=rules.task_open(),
                          name="task_open_queue"),
             models.Index(fields=["round", "rankings_done"], name="task_round_progress"),
         ]
-
-    @property
-    def is_complete(self) -> bool:
-        return self.rankings_done >= self.rankings_needed
 
     def __str__(self) -> str:
         return f"task {self.pk}"
@@ -106,10 +103,10 @@ class Lease(models.Model):
     that expired is reactivated if the same annotator is given the task again."""
 
     class Status(models.TextChoices):
-        ACTIVE = "active"
-        SUBMITTED = "submitted"
-        SKIPPED = "skipped"
-        EXPIRED = "expired"
+        ACTIVE = rules.ACTIVE
+        SUBMITTED = rules.SUBMITTED
+        SKIPPED = rules.SKIPPED
+        EXPIRED = rules.EXPIRED
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="leases")
@@ -129,13 +126,12 @@ class Lease(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["task", "annotator"], name="lease_once_per_task_annotator"),
             # One live lease per annotator and project: a double click cannot take two tasks.
-            models.UniqueConstraint(fields=["project", "annotator"], condition=Q(status="active"),
+            models.UniqueConstraint(fields=["project", "annotator"], condition=rules.lease_active(),
                                     name="lease_one_active_per_annotator"),
-            models.CheckConstraint(condition=Q(status__in=["active", "submitted", "skipped", "expired"]),
-                                   name="lease_status_valid"),
+            models.CheckConstraint(condition=Q(status__in=rules.LEASE_STATUSES), name="lease_status_valid"),
         ]
         indexes = [
-            models.Index(fields=["project", "expires_at"], condition=Q(status="active"), name="lease_active_expiry"),
+            models.Index(fields=["project", "expires_at"], condition=rules.lease_active(), name="lease_active_expiry"),
             models.Index(fields=["annotator", "status"], name="lease_annotator_status"),
         ]
 

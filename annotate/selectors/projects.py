@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 
 from config.errors import NotFound
 
-from ..models import Demonstration, Pair, Project, Prompt, Ranking, RankingTask, Round
+from ..models import Demonstration, Pair, Project, Prompt, Ranking, RankingTask, Round, rules
 
 
 def project_list() -> QuerySet[Project]:
@@ -25,7 +25,7 @@ def project_counts(*, project: Project) -> dict:
     return {
         "prompts": Prompt.objects.filter(project=project).count(),
         "tasks": tasks.count(),
-        "tasks_complete": tasks.filter(rankings_done__gte=F("rankings_needed")).count(),
+        "tasks_complete": tasks.filter(rules.task_complete()).count(),
         "rankings": Ranking.objects.filter(project=project).count(),
         "pairs": Pair.objects.filter(project=project).count(),
         "demonstrations": Demonstration.objects.filter(project=project).count(),
@@ -35,11 +35,11 @@ def project_counts(*, project: Project) -> dict:
 def round_is_complete(round: Round) -> bool:
     """True when the round has tasks and every one of them has its k rankings."""
     tasks = RankingTask.objects.filter(round=round)
-    return tasks.exists() and not tasks.filter(rankings_done__lt=F("rankings_needed")).exists()
+    return tasks.exists() and not tasks.exclude(rules.task_complete()).exists()
 
 
 def round_progress(*, round: Round) -> dict:
     tasks = RankingTask.objects.filter(round=round)
     total = tasks.count()
-    complete = tasks.filter(rankings_done__gte=F("rankings_needed")).count()
+    complete = tasks.filter(rules.task_complete()).count()
     return {"tasks": total, "tasks_complete": complete, "complete": total > 0 and complete == total}

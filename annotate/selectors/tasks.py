@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection
 
 from ..models import Lease, Prompt, RankingTask, Response, TaskResponse
-from ..services.queue_sql import json_out
+from ..services.sql_rows import json_out
 
 
 def task_as_shown(lease: Lease) -> dict:

@@ -60,6 +60,21 @@ def pairs_rows(*, project: Project, ids: list[int] | None = None, round: Round |
             }
 
 
+def training_pairs(*, project: Project, ids: list[int]) -> Iterator[dict]:
+    """Pairs in the shape the reward-model and DPO stages read: text completions (never chat
+    wrappers), a margin of groups apart - 1 (adjacent responses, the weakest preference, carry none),
+    and the ids that let a stage hold out whole prompts and count annotators' consensus."""
+    qs = (Pair.objects.filter(project=project).select_related("winner", "loser", "task__prompt", "annotator")
+          .order_by("id"))
+    for batch in chunks(ids, CHUNK):
+        for pair in qs.filter(pk__in=batch).iterator(chunk_size=CHUNK):
+            prompt = pair.task.prompt
+            yield {"prompt": prompt.messages or prompt.text, "chosen": pair.winner.text,
+                   "rejected": pair.loser.text, "margin": max(0, pair.margin - 1), "prompt_id": prompt.pk,
+                   "task_id": pair.task_id, "annotator": pair.annotator.username,
+                   "chosen_id": pair.winner_id, "rejected_id": pair.loser_id}
+
+
 def borda_groups(rankings: list[list[list[int]]]) -> list[list[int]]:
     """Aggregate several rankings of the same responses into one: each response scores, per
     ranking, the number of responses it beats minus the number that beat it (a Borda count that

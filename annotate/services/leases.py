@@ -20,8 +20,9 @@ from django.utils import timezone
 
 from config.errors import ApplicationError, Conflict, NotFound
 
-from ..models import Lease, Project, RankingTask
+from ..models import Lease, Project, RankingTask, rules
 from . import queue_sql as sql
+from .sql_rows import as_saved, rows_insert
 
 REAP_BATCH = 50
 _RETRIES = 4
@@ -44,20 +45,6 @@ def _expire(leases: list[tuple[int, int]], now: datetime) -> None:
     Lease.objects.filter(pk__in=[lease_id for lease_id, _ in leases], status=Lease.Status.ACTIVE).update(
         status=Lease.Status.EXPIRED, ended_at=now)
     _release_slots([task_id for _, task_id in leases])
-
-
-def leases_expire(*, project: Project, now: datetime | None = None, limit: int = REAP_BATCH) -> int:
-    """Return the slots of leases past their expiry to the pool (a bounded batch; the index on
-    active leases by expiry makes this a range read of the expired ones only)."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        stale = list(
-            Lease.objects.select_for_update(skip_locked=True)
-            .filter(project=project, status=Lease.Status.ACTIVE, expires_at__lte=now)
-            .order_by("expires_at").values_list("id", "task_id")[:limit]
-        )
-        _expire(stale, now)
-    return len(stale)
 
 
 def _claim(project_id: int, annotator_id: int) -> tuple[int, bool] | None:
@@ -83,7 +70,7 @@ def _lease_next_once(project_id: int, annotator, now: datetime) -> Lease | None:
         # SKIP LOCKED and re-checked: another request may be expiring or submitting them. The
         # annotator's own stale lease is waited for instead, before any other lock is held:
         # their task may be the one they get back, and the claim must see that lease expired.
-        stale_rows = Lease.objects.filter(status=Lease.Status.ACTIVE, expires_at__lte=now)
+        stale_rows = Lease.objects.filter(rules.lease_stale(now))
         with transaction.atomic():
             stale = []
             if mine:
@@ -107,8 +94,8 @@ def _lease_next_once(project_id: int, annotator, now: datetime) -> Lease | None:
         fields = {"project_id": project_id, "task_id": task_id, "annotator_id": annotator.pk,
                   "status": Lease.Status.ACTIVE, "shown_order": order, "expires_at": expires,
                   "skip_reason": "", "created_at": now, "ended_at": None}
-        [lease_id] = sql.rows_insert(Lease, [fields], returning=True)
-        return sql.as_saved(Lease(id=lease_id, **fields))
+        [lease_id] = rows_insert(Lease, [fields], returning=True)
+        return as_saved(Lease(id=lease_id, **fields))
 
 
 def task_lease_next(*, project: Project | int, annotator, now: datetime | None = None) -> Lease | None:

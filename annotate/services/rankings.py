@@ -13,6 +13,7 @@ from config.errors import ApplicationError
 from ..models import Lease, Pair, Ranking
 from . import queue_sql as sql
 from .leases import _own_lease, lease_check_live
+from .sql_rows import as_saved, rows_insert
 
 
 def _invalid(message: str, **details) -> ApplicationError:
@@ -99,12 +100,12 @@ def ranking_submit(*, task_id: int, lease_id: int, annotator, groups, flags=(), 
               "slot": slot, "groups": groups, "shown_order": lease.shown_order, "flags": flags,
               "rationale": (rationale or "")[:10000], "time_spent_ms": time_spent_ms,
               "gold_correct": gold_correct, "created_at": now}
-    [ranking_id] = sql.rows_insert(Ranking, [fields], returning=True)
-    sql.rows_insert(Pair, [
+    [ranking_id] = rows_insert(Ranking, [fields], returning=True)
+    rows_insert(Pair, [
         {"project_id": project_id, "ranking_id": ranking_id, "task_id": task_id, "annotator_id": annotator.pk,
          "winner_id": w, "loser_id": lo, "margin": m}
         for w, lo, m in pairs_from_groups(groups)
     ])
     sql.lease_close(lease.pk, Lease.Status.SUBMITTED, now)
-    ranking = sql.as_saved(Ranking(id=ranking_id, **fields))
+    ranking = as_saved(Ranking(id=ranking_id, **fields))
     return ranking, True

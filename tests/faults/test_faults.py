@@ -175,10 +175,10 @@ def test_faults_lose_nothing(can_restart_services, transactional_db, tmp_path):
     from annotate.services.projects import project_create
     from annotate.services.users import token_obtain, user_create
     from config.celery import app
+    from tests.factories import project_with_pairs, register_policy
     from tests.tiny_model import build_tiny_model
-    from tests.worker.factories import project_with_pairs, register_policy
-    from worker.models import TrainingJob
-    from worker.services.jobs import training_job_launch
+    from training.models import TrainingJob
+    from training.services.jobs import training_job_launch
 
     with app.connection_for_write() as conn:
         conn.default_channel.client.flushdb()
@@ -197,7 +197,7 @@ def test_faults_lose_nothing(can_restart_services, transactional_db, tmp_path):
     ppo = training_job_launch(project=trainer, kind="ppo", config=PPO)
     # A round whose generate job waits behind the PPO job (its message is lost with Redis too).
     from annotate.models import Prompt
-    from worker.services.rounds import round_start
+    from training.services.rounds import round_start
 
     Prompt.objects.create(project=trainer, text="a prompt for the round")
     round_obj, generate = round_start(project=trainer, prompts="unused", sampling={"max_new_tokens": 4})

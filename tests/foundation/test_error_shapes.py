@@ -89,7 +89,7 @@ def test_body_over_the_limit_is_413_on_api_and_v1(users, settings):
     big = json.dumps({"name": "x" * 3 * 1024 * 1024})
     error = api_error(client(users["boss"]).post("/api/projects", big, content_type="application/json"), 413)
     assert error["code"] == "body_too_large" and str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) in error["message"]
-    from worker.services.keys import api_key_create
+    from serving.keys import api_key_create
 
     key = api_key_create(name="t")[1]
     body = json.dumps({"model": "latest", "messages": [{"role": "user", "content": "x" * 3 * 1024 * 1024}]})
@@ -103,7 +103,7 @@ def test_deeply_nested_json_is_a_400(users):
     deep = "[" * 100_000 + "]" * 100_000
     error = api_error(client(users["ann"]).post("/api/tasks/1/rankings", deep, content_type="application/json"), 400)
     assert error["code"] == "parse_error"
-    from worker.services.keys import api_key_create
+    from serving.keys import api_key_create
 
     key = api_key_create(name="t")[1]
     response = Client(raise_request_exception=False).post("/v1/chat/completions", deep, content_type="application/json",

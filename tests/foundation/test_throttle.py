@@ -56,8 +56,8 @@ def test_counting_is_atomic_under_concurrent_threads(backend):
 
 
 def test_v1_rate_limit_lets_exactly_the_limit_through_concurrently(backend, settings):
-    from worker.serving.errors import OpenAIError
-    from worker.serving.ratelimit import rate_limit_hit
+    from serving.errors import OpenAIError
+    from serving.ratelimit import rate_limit_hit
 
     settings.RLHF_API_RATE_LIMIT = 120
 

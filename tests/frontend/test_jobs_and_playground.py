@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, celery_worker, screenshot):
-    from tests.worker.factories import project_with_pairs, register_policy
-    from worker.models import TrainingJob
+    from tests.factories import project_with_pairs, register_policy
+    from training.models import TrainingJob
 
     make_user("ada", "admin")
     project, _ = project_with_pairs(slug="browser-jobs", n_tasks=8)
@@ -30,10 +30,23 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
     login(page, "ada")
     page.goto(f"/manage/jobs?project={project.pk}")
     page.get_by_label("Kind").select_option("reward_model")
-    page.get_by_label("Config (JSON; fields left out take their defaults)").fill('{"batch_size": "two"}')
+    # The form is built from the kind's config class: its defaults, ranges and help, not copies.
+    from rlhf.reward import RewardConfig
+
+    assert page.get_by_label("epochs", exact=True).input_value() == str(RewardConfig().epochs)
+    assert "labels are scarce" in page.locator("#config-fields").inner_text()  # RewardConfig's own comment
+    page.get_by_label("batch size", exact=True).fill("0")
     page.get_by_role("button", name="Launch").click()
-    assert "batch_size" in page.locator("#launch-error[role=alert]").inner_text()
+    field_error = page.locator("#cfg-batch_size-error")
+    field_error.wait_for()
+    assert ">= 1" in field_error.inner_text() and "batch_size" in page.locator("#launch-error").inner_text()
     assert not TrainingJob.objects.exists()
+    screenshot(page, "19-admin-jobs-launch-form-error")
+    page.get_by_label("batch size", exact=True).fill("2")
+    assert field_error.is_hidden(), "a fixed field loses its error"
+    page.get_by_role("button", name="Edit as JSON").click()
+    assert json.loads(page.get_by_label("Config (JSON; fields left out take their defaults)").input_value()) == {
+        "batch_size": 2}
 
     # A job with no end of its own: the loss chart must gain points between two looks, whatever
     # the machine's speed; then the admin cancels it from the page.
@@ -60,6 +73,7 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
     # A job that ends by itself: the bar reaches 100 % and the chart holds every step.
     page.goto(f"/manage/jobs?project={project.pk}")
     page.get_by_label("Kind").select_option("reward_model")
+    page.get_by_role("button", name="Edit as JSON").click()
     config = {"batch_size": 2, "max_steps": 24, "epochs": 20, "eval_fraction": 0.0, "precision": "fp32",
               "max_length": 64}
     page.get_by_label("Config (JSON; fields left out take their defaults)").fill(json.dumps(config))
@@ -80,8 +94,8 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
 @pytest.fixture
 def served_models(transactional_db, settings, tmp_path):
     from annotate.services.projects import project_create
-    from worker.models import ModelVersion
-    from worker.serving.engine import loaded_model_cache_clear
+    from registry.models import ModelVersion
+    from serving.engine import loaded_model_cache_clear
 
     settings.ARTIFACTS_ROOT = tmp_path
     settings.RLHF_API_RATE_LIMIT = 0

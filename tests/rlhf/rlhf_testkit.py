@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from rlhf.tokenization import train_bpe
+from tests.tiny_model import build_tiny_model, tiny_causal_lm, tiny_config  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 SMOL_CANDIDATES = (REPO / "data/artifacts/base/SmolLM2-135M-Instruct", Path("/tmp/smol/out"))
@@ -42,31 +43,9 @@ def tiny_tokenizer():
     return copy.deepcopy(_bpe())
 
 
-def tiny_config(tokenizer, **overrides):
-    from transformers import LlamaConfig
-
-    kwargs = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                  bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
-    kwargs.update(overrides)
-    return LlamaConfig(**kwargs)
-
-
-def tiny_causal_lm(tokenizer, seed: int = 0, **overrides):
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(tiny_config(tokenizer, **overrides)).eval()
-
-
 def save_tiny_base(path: Path, seed: int = 0, tokenizer=None) -> Path:
     """A tiny causal LM saved as a HF directory, usable as `base` for every stage."""
-    tokenizer = tokenizer or tiny_tokenizer()
-    model = tiny_causal_lm(tokenizer, seed=seed)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return build_tiny_model(path, seed=seed, tokenizer=tokenizer or tiny_tokenizer())
 
 
 def keyword_pairs(n: int, seed: int, keyword: str = "banana") -> list[dict]:

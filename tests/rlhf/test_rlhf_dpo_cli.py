@@ -31,8 +31,10 @@ def test_build_config_from_file_and_overrides(tmp_path):
     path.write_text(json.dumps({"epochs": 3, "lora": {"r": 4}}))
     cfg = build_config(SFTConfig, str(path), ["learning_rate=0.5", "precision=fp32"])
     assert (cfg.epochs, cfg.learning_rate, cfg.precision, cfg.lora) == (3, 0.5, "fp32", {"r": 4})
-    with pytest.raises(SystemExit, match="unknown SFTConfig fields: nope"):
+    with pytest.raises(SystemExit, match="SFTConfig.nope: unknown field"):
         build_config(SFTConfig, None, ["nope=1"])
+    with pytest.raises(SystemExit, match="SFTConfig.epochs: must be >= 1"):  # the job launcher's checks too
+        build_config(SFTConfig, None, ["epochs=-3"])
 
 
 def test_read_jsonl_reports_the_bad_line(tmp_path):

@@ -26,7 +26,7 @@ def tiny_artifacts(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _fresh_engine(settings, tiny_artifacts):
-    from worker.serving.engine import loaded_model_cache_clear
+    from serving.engine import loaded_model_cache_clear
 
     settings.ARTIFACTS_ROOT = tiny_artifacts
     settings.RLHF_API_RATE_LIMIT = 0
@@ -53,7 +53,7 @@ def live(live_server, _server_closes_connections):
 def demo(db):
     """Project "demo" with policy A promoted, and policy B registered beside it."""
     from annotate.models import Project
-    from worker.models import ModelVersion
+    from registry.models import ModelVersion
 
     project = Project.objects.create(name="Demo", slug="demo")
     a = ModelVersion.objects.create(name="policy-a", kind="policy", path="policies/a", source="test",
@@ -66,7 +66,7 @@ def demo(db):
 @pytest.fixture
 def promote():
     """Make a version its project's served policy through the registry's promote service."""
-    from worker.services.registry import model_version_promote
+    from registry.services import model_version_promote
 
     def run(version) -> None:
         model_version_promote(version=version)
@@ -76,7 +76,7 @@ def promote():
 
 @pytest.fixture
 def api_key(db, admin_user) -> str:
-    from worker.services.keys import api_key_create
+    from serving.keys import api_key_create
 
     return api_key_create(name="tests", created_by=admin_user)[1]
 

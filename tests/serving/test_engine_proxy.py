@@ -69,7 +69,7 @@ BODY = {"model": "latest", "messages": [{"role": "user", "content": "hi"}], "max
 
 
 def test_requests_go_to_the_engine_with_the_checkpoint_as_model(engine, demo, api_key, settings):
-    from worker.serving.engine import loaded_versions
+    from serving.engine import loaded_versions
 
     answer = post(BODY, api_key).json()
     path, sent = engine.received[0]

@@ -18,7 +18,7 @@ def admin_client(admin_user):
 
 
 def test_admin_creates_lists_and_revokes_keys(admin_client, demo):
-    from worker.models import APIKey
+    from serving.models import APIKey
 
     created = admin_client.post("/api/keys", {"name": "eval script"}, format="json")
     assert created.status_code == 201, created.content
@@ -48,7 +48,7 @@ def test_revoking_an_unknown_key_is_404(admin_client):
 
 
 def test_annotators_get_403_and_anonymous_401(annotator, admin_user):
-    from worker.services.keys import api_key_create
+    from serving.keys import api_key_create
 
     key, _ = api_key_create(name="x", created_by=admin_user)
     anonymous = APIClient()

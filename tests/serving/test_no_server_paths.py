@@ -38,7 +38,7 @@ def test_tokenize_error_an_annotator_sees_names_no_path(demo, annotator, broken_
 
 
 def test_anonymous_healthz_names_no_path(demo, broken_artifacts, settings):
-    from worker.models import ModelVersion
+    from registry.models import ModelVersion
 
     ModelVersion.objects.create(name=settings.RLHF_DEFAULT_MODEL, kind="policy", path="base/gone", source="base:test")
     body = Client().get("/healthz").content.decode()

@@ -33,7 +33,7 @@ def ask_streaming(client: openai.OpenAI, content: str, model: str = "latest") ->
 def test_promotion_swaps_the_model_and_the_request_in_flight_finishes(client, demo, promote, settings,
                                                                        monkeypatch):
     from rlhf import sampling
-    from worker.serving.engine import loaded_versions
+    from serving.engine import loaded_versions
 
     settings.RLHF_SERVING_CACHE_SIZE = 1  # the new version pushes the old one out of the cache
     a, b = demo["a"], demo["b"]
@@ -64,8 +64,8 @@ def test_promotion_swaps_the_model_and_the_request_in_flight_finishes(client, de
 
 
 def test_concurrent_requests_are_batched_and_each_equals_its_single_answer(client, demo):
-    from worker.serving.engine import loaded_model_peek
-    from worker.serving.resolve import served_model_resolve
+    from serving.engine import loaded_model_peek
+    from serving.resolve import served_model_resolve
 
     prompts = ["hello world", "what is two plus two?", "the quick brown fox", "rank the responses",
                "a reward model", "good morning"]
@@ -97,8 +97,8 @@ def test_concurrent_requests_are_batched_and_each_equals_its_single_answer(clien
 @pytest.mark.django_db
 def test_a_stream_closed_early_stops_decoding_and_frees_the_model(demo):
     from rlhf.sampling import SamplingConfig
-    from worker.serving.engine import loaded_model_get
-    from worker.serving.resolve import served_model_resolve
+    from serving.engine import loaded_model_get
+    from serving.resolve import served_model_resolve
 
     loaded = loaded_model_get(served_model_resolve(model="latest"))
     deltas = loaded.stream("the quick", SamplingConfig(strategy="greedy", max_new_tokens=200))

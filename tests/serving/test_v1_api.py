@@ -93,8 +93,8 @@ def test_completions_with_a_list_of_prompts(demo, api_key):
 def test_stop_cuts_the_text(demo, api_key):
     full = call(Client(), "/v1/completions", {"model": "latest", "prompt": "the quick", "max_tokens": 12,
                                                "temperature": 0}, api_key).json()["choices"][0]["text"]
-    if len(full) < 4:
-        pytest.skip("the tiny model stopped too early to cut anything")
+    # The fixture model and greedy decoding make this text the same on every run.
+    assert len(full) >= 4, f"the fixture model must say something to cut, said {full!r}"
     stop = full[2:4]
     cut = call(Client(), "/v1/completions", {"model": "latest", "prompt": "the quick", "max_tokens": 12,
                                               "temperature": 0, "stop": stop}, api_key).json()["choices"][0]
@@ -153,10 +153,14 @@ def test_max_tokens_beyond_the_context_is_400(demo, api_key):
     assert error["code"] == "context_length_exceeded" and "256" in error["message"]
 
 
-def test_bad_json_is_400():
-    response = Client().post("/v1/chat/completions", data="{nope", content_type="application/json")
-    assert response.status_code in (400, 401)  # auth first: either way OpenAI's shape
-    assert "error" in response.json()
+def test_bad_json_is_400(api_key):
+    response = Client().post("/v1/chat/completions", data="{nope", content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    # Without a key the request is refused before its body is read: 401, in the same shape.
+    anonymous = Client().post("/v1/chat/completions", data="{nope", content_type="application/json")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "invalid_request_error"
 
 
 @pytest.mark.parametrize("model", ["gpt-4", "999999", "no-such-project"])
@@ -179,8 +183,8 @@ def test_unknown_endpoint_and_wrong_method(api_key):
 
 
 def test_no_key_bad_key_and_revoked_key_are_401(demo, api_key):
-    from worker.models import APIKey
-    from worker.services.keys import api_key_revoke
+    from serving.keys import api_key_revoke
+    from serving.models import APIKey
 
     assert assert_openai_error(chat(Client(), None), 401)["code"] == "missing_api_key"
     assert assert_openai_error(chat(Client(), "rlhf-wrong"), 401)["code"] == "invalid_api_key"
@@ -190,7 +194,7 @@ def test_no_key_bad_key_and_revoked_key_are_401(demo, api_key):
 
 
 def test_key_use_is_recorded(demo, api_key):
-    from worker.models import APIKey
+    from serving.models import APIKey
 
     assert APIKey.objects.get().last_used_at is None
     call(Client(), "/v1/models", key=api_key)
@@ -215,7 +219,7 @@ def test_annotator_session_is_403(demo, annotator):
 
 
 def test_rate_limit_is_429_per_key(demo, api_key, admin_user, settings):
-    from worker.services.keys import api_key_create
+    from serving.keys import api_key_create
 
     settings.RLHF_API_RATE_LIMIT = 3
     client = Client()

@@ -1,32 +1,17 @@
-// Admin: launch a training job with a checked JSON config, and list the project's jobs.
+// Admin: launch a job from a form built from its kind's config fields, and list the project's jobs.
 import { api, h, items, showError } from "./api.js";
 import { badge, progressBar } from "./jobs_common.js";
+import { LaunchForm } from "./launch_form.js";
 
 const $ = (id) => document.getElementById(id);
 
-// A few fields worth adjusting per kind; everything else keeps the stage's default.
-const STARTERS = {
-  sft: { epochs: 2, learning_rate: 2e-5, batch_size: 8, max_steps: null },
-  reward_model: { epochs: 1, learning_rate: 1e-5, batch_size: 8, loss: "bradley_terry" },
-  ppo: { iterations: 20, rollout_batch_size: 8, learning_rate: 3e-6, kl_coef: 0.05 },
-  dpo: { epochs: 1, learning_rate: 5e-7, batch_size: 8 },
-  generate: { strategy: "top_p", temperature: 0.8, top_p: 0.95, max_new_tokens: 128, responses_per_prompt: 2 },
-};
-const HELP = {
-  sft: "Trains the policy on the project's demonstrations (next-token loss on the answers).",
-  reward_model: "Trains a scalar reward head on the project's pairs; reports held-out pairwise accuracy.",
-  ppo: "Optimises the policy against the reward model with a KL penalty to the starting policy.",
-  dpo: "Trains the policy directly on the pairs; no reward model needed.",
-  generate: "Samples responses from the policy for prompts (rounds start this for you).",
-};
-
 const project = () => $("project").value;
 
+const form = new LaunchForm({ kindSelect: $("kind"), fieldsBox: $("config-fields"), jsonBox: $("config"),
+  jsonToggle: $("config-json"), helpBox: $("config-help") });
+
 function showKind() {
-  const kind = $("kind").value;
-  $("config").value = JSON.stringify(STARTERS[kind], null, 2);
-  $("config-help").textContent = HELP[kind];
-  $("reward-field").hidden = kind !== "ppo";
+  $("reward-field").hidden = !(form.kind && form.kind.inputs.includes("reward_model"));
 }
 
 async function loadModels() {
@@ -53,25 +38,24 @@ async function loadJobs() {
 
 $("launch-form").addEventListener("submit", async (e) => {
   e.preventDefault();
+  $("launch-error").hidden = true;
   let config;
   try {
-    config = JSON.parse($("config").value || "{}");
-    if (typeof config !== "object" || Array.isArray(config) || config === null) throw new Error("the config must be a JSON object");
+    config = form.value();
   } catch (err) {
     return showError($("launch-error"), new Error(`Config is not valid JSON: ${err.message}`));
   }
   const inputs = {};
   if ($("policy").value) inputs.policy = Number($("policy").value);
-  if ($("kind").value === "ppo" && $("reward").value) inputs.reward_model = Number($("reward").value);
+  if (form.kind.inputs.includes("reward_model") && $("reward").value) inputs.reward_model = Number($("reward").value);
   try {
     const job = await api(`/api/projects/${project()}/jobs`, { method: "POST", body: { kind: $("kind").value, config, inputs } });
     window.location.assign(`/manage/jobs/${job.id}`);
   } catch (err) {
-    // Config errors come back per field in details: list them all.
-    if (err.details && typeof err.details === "object" && !Array.isArray(err.details)) {
-      err.details = { errors: Object.entries(err.details).map(([field, msg]) => ({ line: undefined, error: `${field}: ${msg}` })) };
-    }
-    showError($("launch-error"), err);
+    // Config errors name their fields: they go under each field, and once above the form.
+    const placed = !form.jsonMode && err.code === "invalid_config" && form.showErrors(err.details);
+    const fields = placed ? Object.keys(err.details).join(", ") : "";
+    showError($("launch-error"), placed ? new Error(`Invalid ${form.kind.kind} config: ${fields} (see the fields marked above)`) : err);
   }
 });
 
@@ -81,7 +65,7 @@ $("project").addEventListener("change", () => {
   loadModels();
   loadJobs();
 });
-showKind();
+form.load().then(showKind).catch((err) => showError($("launch-error"), err));
 loadModels().catch(() => {});
 loadJobs().catch(() => {});
 setInterval(() => { if (!document.hidden) loadJobs().catch(() => {}); }, 4000);

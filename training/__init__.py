@@ -1,0 +1,2 @@
+"""Training jobs and rounds: job kinds, launching, the runner and Celery tasks (on the workers), the round
+state machine, and their API."""

@@ -1,0 +1,20 @@
+"""URLs of the training API (jobs, job kinds, rounds), mounted under /api/ by config/urls.py."""
+
+from django.urls import path
+
+from config import converters  # noqa: F401  (registers <id:…>)
+
+from .api import views
+
+urlpatterns = [
+    path("projects/<id:project_id>/jobs", views.ProjectJobsView.as_view(), name="project-jobs"),
+    path("projects/<id:project_id>/rounds", views.ProjectRoundsView.as_view(), name="project-rounds"),
+    path("jobs", views.JobsView.as_view(), name="jobs"),
+    path("job-kinds", views.JobKindsView.as_view(), name="job-kinds"),
+    path("jobs/<id:job_id>", views.JobDetailView.as_view(), name="job-detail"),
+    path("jobs/<id:job_id>/metrics", views.JobMetricsView.as_view(), name="job-metrics"),
+    path("jobs/<id:job_id>/logs", views.JobLogsView.as_view(), name="job-logs"),
+    path("jobs/<id:job_id>/cancel", views.JobCancelView.as_view(), name="job-cancel"),
+    path("jobs/<id:job_id>/retry", views.JobRetryView.as_view(), name="job-retry"),
+    path("rounds/<id:round_id>/retry", views.RoundRetryView.as_view(), name="round-retry"),
+]

@@ -1,1 +1,0 @@
-"""worker's JSON API: training jobs, the model registry, rounds."""

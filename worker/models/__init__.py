@@ -1,7 +1,0 @@
-"""worker's models: the registry (model versions, worker heartbeats), training jobs, API keys."""
-
-from .jobs import JobLog, JobMetric, TrainingJob
-from .keys import APIKey
-from .registry import ModelVersion, WorkerHeartbeat
-
-__all__ = ["APIKey", "JobLog", "JobMetric", "ModelVersion", "TrainingJob", "WorkerHeartbeat"]
