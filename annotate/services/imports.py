@@ -170,26 +170,30 @@ class _Checked:
 def _check(lines: Iterable[bytes | str], spool, source: str) -> _Checked:
     checked = _Checked()
     errors: list[dict] = []
-    bad = 0
     for number, raw in enumerate(lines, start=1):
         checked.lines = number
-        data = raw if isinstance(raw, bytes) else raw.encode()
-        spool.write(data if data.endswith(b"\n") else data + b"\n")
+        if not errors:  # once a line is bad nothing is written, so nothing more need be kept
+            data = raw if isinstance(raw, bytes) else raw.encode()
+            spool.write(data if data.endswith(b"\n") else data + b"\n")
         try:
             text = _decode(raw).strip()
             if not text:
                 continue
             digest = bytes.fromhex(_parse_line(text, number, source).content_hash)
         except ValueError as exc:
-            bad += 1
-            if len(errors) < MAX_REPORTED_ERRORS:  # a file of garbage should not make a huge reply
-                errors.append({"line": number, "error": str(exc)})
+            errors.append({"line": number, "error": str(exc)})
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                # A file of garbage is not read to its end: the answer would be the same.
+                raise ApplicationError(f"{len(errors)} bad lines by line {number}, nothing imported and the rest "
+                                       f"not read; first: line {errors[0]['line']}: {errors[0]['error']}",
+                                       code="invalid_import", details={"errors": errors}) from None
             continue
-        first = checked.first_line.setdefault(digest, number)
-        if first != number:
-            checked.duplicates.append({"line": number, "duplicate_of_line": first})
+        if not errors:
+            first = checked.first_line.setdefault(digest, number)
+            if first != number:
+                checked.duplicates.append({"line": number, "duplicate_of_line": first})
     if errors:
-        raise ApplicationError(f"{bad} bad line(s), nothing imported; first: line {errors[0]['line']}: "
+        raise ApplicationError(f"{len(errors)} bad line(s), nothing imported; first: line {errors[0]['line']}: "
                                f"{errors[0]['error']}", code="invalid_import", details={"errors": errors})
     if not checked.first_line:
         raise ApplicationError("the file holds no prompts", code="invalid_import")

@@ -181,3 +181,21 @@ def test_a_dead_imports_staging_project_is_removed_by_the_next(make_project):
     prompts_import(project=project, lines=[b'{"prompt": "new"}'])
     assert not Project.all_objects.filter(pk=staging.pk).exists()
     assert list(Prompt.objects.values_list("text", flat=True)) == ["new"]
+
+
+@pytest.mark.django_db
+def test_a_file_of_garbage_is_not_read_to_its_end(make_project):
+    project = make_project()
+    read = []
+
+    def lines():
+        yield b'{"prompt": "fine"}\n'
+        for i in range(5000):
+            read.append(i)
+            yield b"not json\n"
+
+    with pytest.raises(ApplicationError) as exc:
+        prompts_import(project=project, lines=lines())
+    assert len(exc.value.details["errors"]) == imports.MAX_REPORTED_ERRORS and "not read" in exc.value.message
+    assert len(read) == imports.MAX_REPORTED_ERRORS  # stopped at the last error it reports
+    assert Prompt.objects.filter(project=project).count() == 0
