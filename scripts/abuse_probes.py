@@ -5,8 +5,9 @@ error shape. Prints one line per probe: id, what was sent, what came back.
         [--data-dir /tmp/abuse-data] [--only P1,P2]
 
 It creates users, projects and keys on the instance it is pointed at: never run it against one
-whose data matters. Some probes need the service started with short leases
-(RLHF_LEASE_SECONDS=5), as the README's probe table says.
+whose data matters. P3 needs the service started with short leases (RLHF_LEASE_SECONDS=5,
+RLHF_LEASE_MAX_SECONDS=12). P8-P11 throttle the probing address and P5 the probing annotator
+for a while, so run them last or on their own (--only).
 """
 
 from __future__ import annotations
