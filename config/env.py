@@ -171,7 +171,7 @@ def load() -> Env:
         bind=_str("RLHF_BIND", "127.0.0.1:8000"),
         max_body_bytes=_int("RLHF_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024),
         import_max_bytes=_int("RLHF_IMPORT_MAX_BYTES", 200 * 1024 * 1024, minimum=1024),
-        import_batch_lines=_int("RLHF_IMPORT_BATCH_LINES", 500, minimum=1),
+        import_batch_lines=_int("RLHF_IMPORT_BATCH_LINES", 100, minimum=1),
         lease_max_seconds=_int("RLHF_LEASE_MAX_SECONDS", 3600, minimum=5),
         demonstration_max_chars=_int("RLHF_DEMONSTRATION_MAX_CHARS", 20_000, minimum=1),
         demonstrations_per_hour=_int("RLHF_DEMONSTRATIONS_PER_HOUR", 120, minimum=0),

@@ -175,7 +175,7 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     if _surface(request) == "page":
         message = "There is no page at this address."
     else:
-        message = f"Unknown endpoint {request.method} {request.path}."
+        message = f"Nothing at {request.method} {request.path}: no such endpoint, or an id that names nothing."
     return error_response(request, status=404, code="not_found", message=message)
 
 

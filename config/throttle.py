@@ -1,6 +1,6 @@
 """Counters in fixed time windows, kept in the shared cache so every web process counts against
-the same budget: the /v1 rate limit, failed authentications per client address, password
-guesses per username, demonstrations per annotator.
+the same budget: the /v1 rate limit, failed token and key authentications per client address,
+password guesses per address and per username, demonstrations per annotator.
 
 Counting is atomic on every cache backend. Redis, memcached and the in-process cache have an
 atomic add and incr; Django's file cache (the embedded default) reads then writes, so there a
@@ -100,28 +100,21 @@ def client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "") or "unknown"
 
 
-def _auth_failure_name(address: str) -> str:
-    return f"auth-fail:{address}"
+def token_failure_record(request: HttpRequest) -> None:
+    """Count a token or API key that failed to authenticate, per client address; once the address
+    has failed RLHF_AUTH_FAIL_LIMIT times in the window, the failure is answered 429 (with
+    Retry-After) instead of 401, telling a runaway client to back off.
 
-
-def auth_failures_check(request: HttpRequest) -> None:
-    """429 once the client's address has failed to authenticate RLHF_AUTH_FAIL_LIMIT times in
-    the current window; checked before a credential is looked at, so a blocked address costs
-    no database query and no password hash."""
+    Counted after the lookup, not before: a valid credential always passes, so one broken script
+    behind an office's shared address cannot lock its colleagues out, and a key of 160 or more
+    random bits is not guessed by trying; the lookup a failure costs is one indexed query."""
     limit = settings.RLHF_AUTH_FAIL_LIMIT
     if not limit:
         return
-    window = counter_peek(_auth_failure_name(client_address(request)),
-                          window_seconds=settings.RLHF_AUTH_FAIL_WINDOW_SECONDS)
-    if window.count >= limit:
-        raise Throttled(f"Too many failed sign-ins from this address; try again in {window.retry_after} s.",
+    window = counter_hit(f"token-fail:{client_address(request)}", window_seconds=settings.RLHF_AUTH_FAIL_WINDOW_SECONDS)
+    if window.count > limit:
+        raise Throttled(f"Too many failed authentications from this address; try again in {window.retry_after} s.",
                         retry_after=window.retry_after, code="too_many_failed_attempts")
-
-
-def auth_failure_record(request: HttpRequest) -> None:
-    if settings.RLHF_AUTH_FAIL_LIMIT:
-        counter_hit(_auth_failure_name(client_address(request)),
-                    window_seconds=settings.RLHF_AUTH_FAIL_WINDOW_SECONDS)
 
 
 def _username_name(username: str) -> str:
@@ -130,20 +123,28 @@ def _username_name(username: str) -> str:
     return "login-fail:" + hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
 
 
+def _address_name(request: HttpRequest) -> str:
+    return f"login-fail-address:{client_address(request)}"
+
+
 def password_attempt_check(request: HttpRequest, *, username: str) -> None:
-    """Before a password is checked: 429 when the address, or the username from any address,
-    has used up its failures for the window (RLHF_LOGIN_FAIL_LIMIT per username)."""
-    auth_failures_check(request)
-    limit = settings.RLHF_LOGIN_FAIL_LIMIT
-    if not limit:
-        return
-    window = counter_peek(_username_name(username), window_seconds=settings.RLHF_AUTH_FAIL_WINDOW_SECONDS)
-    if window.count >= limit:
-        raise Throttled(f"Too many failed sign-ins for this username; try again in {window.retry_after} s.",
-                        retry_after=window.retry_after, code="too_many_failed_attempts")
+    """Before a password is checked (the hash is deliberately slow, and passwords can be
+    guessed): 429 when the client's address has failed RLHF_AUTH_FAIL_LIMIT times in the
+    window, or the username RLHF_LOGIN_FAIL_LIMIT times from any address."""
+    window_seconds = settings.RLHF_AUTH_FAIL_WINDOW_SECONDS
+    for limit, name, who in ((settings.RLHF_AUTH_FAIL_LIMIT, _address_name(request), "this address"),
+                             (settings.RLHF_LOGIN_FAIL_LIMIT, _username_name(username), "this username")):
+        if not limit:
+            continue
+        window = counter_peek(name, window_seconds=window_seconds)
+        if window.count >= limit:
+            raise Throttled(f"Too many failed sign-ins for {who}; try again in {window.retry_after} s.",
+                            retry_after=window.retry_after, code="too_many_failed_attempts")
 
 
 def password_failure_record(request: HttpRequest, *, username: str) -> None:
-    auth_failure_record(request)
+    window_seconds = settings.RLHF_AUTH_FAIL_WINDOW_SECONDS
+    if settings.RLHF_AUTH_FAIL_LIMIT:
+        counter_hit(_address_name(request), window_seconds=window_seconds)
     if settings.RLHF_LOGIN_FAIL_LIMIT:
-        counter_hit(_username_name(username), window_seconds=settings.RLHF_AUTH_FAIL_WINDOW_SECONDS)
+        counter_hit(_username_name(username), window_seconds=window_seconds)

@@ -5,8 +5,9 @@ error shape. Prints one line per probe: id, what was sent, what came back.
         [--data-dir /tmp/abuse-data] [--only P1,P2]
 
 It creates users, projects and keys on the instance it is pointed at: never run it against one
-whose data matters. Some probes need the service started with short leases
-(RLHF_LEASE_SECONDS=5), as the README's probe table says.
+whose data matters. P3 needs the service started with short leases (RLHF_LEASE_SECONDS=5,
+RLHF_LEASE_MAX_SECONDS=12). P8-P11 throttle the probing address and P5 the probing annotator
+for a while, so run them last or on their own (--only).
 """
 
 from __future__ import annotations
@@ -79,6 +80,15 @@ def show(r: requests.Response, n: int = 110) -> str:
 
 
 def p_import_body_cap(p: Probe) -> str:
+    # Over the default RLHF_IMPORT_MAX_BYTES (200 MiB).
+    body = b'{"prompt": "x"}\n' + b"not json\n" * (250 * 1024 * 1024 // 9)
+    t = time.monotonic()
+    r = p.post(f"/api/projects/{p.project}/import", p.admin_token, data=body,
+               headers={"Content-Type": "application/x-ndjson"})
+    return f"{show(r, 80)} after {time.monotonic() - t:.1f} s"
+
+
+def p_import_garbage(p: Probe) -> str:
     body = b'{"prompt": "x"}\n' + b"not json\n" * (50 * 1024 * 1024 // 9)
     t = time.monotonic()
     r = p.post(f"/api/projects/{p.project}/import", p.admin_token, data=body,
@@ -141,8 +151,8 @@ def p_demo_length(p: Probe) -> str:
 def p_demo_rate(p: Probe) -> str:
     prompt = _shown_prompt(p)
     codes = [p.post(f"/api/prompts/{prompt}/demonstrations", p.ann_token, json={"text": f"demo {i}"}).status_code
-             for i in range(80)]
-    return f"80 demonstrations at once: {codes.count(201)}x201, {codes.count(429)}x429"
+             for i in range(150)]
+    return f"150 demonstrations at once: {codes.count(201)}x201, {codes.count(429)}x429"
 
 
 def _shown_prompt(p: Probe) -> int:
@@ -344,8 +354,8 @@ def p_docs_cdn(p: Probe) -> str:
 
 
 def p_schema_v1(p: Probe) -> str:
-    r = requests.get(p.url("/api/schema"), headers={"Accept": "application/json"})
-    paths = [k for k in re.findall(r"^  (/[^:]+):$", r.text, re.M)]
+    r = requests.get(p.url("/api/schema?format=json"))
+    paths = list(r.json().get("paths", {}))
     return f"/v1 paths in the schema: {[x for x in paths if x.startswith('/v1')] or 'none'}"
 
 
@@ -363,11 +373,12 @@ def p_proxy_tls(p: Probe) -> str:
 
 
 PROBES = {
-    "P1": ("POST /api/projects/{id}/import, 50 MiB NDJSON body", p_import_body_cap),
+    "P1": ("POST /api/projects/{id}/import, 250 MiB NDJSON body", p_import_body_cap),
+    "P1b": ("POST /api/projects/{id}/import, 50 MiB of bad lines", p_import_garbage),
     "P2": ("20k-line import while an annotator heartbeats", p_import_blocks_writes),
     "P3": ("heartbeat one lease every 2 s for 20 s", p_lease_forever),
     "P4": ("demonstration of 2 MB", p_demo_length),
-    "P5": ("80 demonstrations in a row", p_demo_rate),
+    "P5": ("150 demonstrations in a row", p_demo_rate),
     "P6": ("demonstration on a prompt of a project never shown", p_demo_unseen_prompt),
     "P7": ("200 concurrent /v1/models, one key", p_v1_rate_race),
     "P8": ("150 wrong /v1 keys", p_v1_bad_keys),

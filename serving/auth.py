@@ -11,7 +11,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 
 from annotate.roles import is_admin
 from config.errors import ApplicationError
-from config.throttle import auth_failure_record, auth_failures_check
+from config.throttle import token_failure_record
 
 from .errors import OpenAIError
 from .keys import api_key_verify
@@ -41,11 +41,10 @@ def v1_caller(request: HttpRequest) -> Caller:
             raise OpenAIError("The Authorization header must be 'Bearer <API key>'.", status=401,
                               code="invalid_api_key")
         try:
-            auth_failures_check(request)  # an address that keeps failing is refused before the lookup
             try:
                 key = api_key_verify(raw_key=token.strip())
             except ApplicationError:
-                auth_failure_record(request)
+                token_failure_record(request)  # 429 instead of 401 once the address keeps failing
                 raise
         except ApplicationError as exc:
             raise OpenAIError(exc.message, status=exc.status, code=exc.code, headers=exc.headers) from None

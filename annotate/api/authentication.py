@@ -16,17 +16,13 @@ class TokenAuthentication(authentication.TokenAuthentication):
     the user is inactive. Failures are counted per client address (config/throttle.py)."""
 
     def authenticate(self, request):
-        parts = authentication.get_authorization_header(request).split()
-        if not parts or parts[0].lower() != self.keyword.lower().encode():
-            return None
-        # Imported here: DRF imports this module while config.errors (which throttle needs) imports DRF.
-        from config.throttle import auth_failure_record, auth_failures_check
-
-        auth_failures_check(request)  # an address that keeps failing is refused before the lookup
         try:
             return super().authenticate(request)
         except exceptions.AuthenticationFailed:
-            auth_failure_record(request)
+            # Imported here: DRF imports this module while config.errors (which throttle needs) imports DRF.
+            from config.throttle import token_failure_record
+
+            token_failure_record(request)  # 429 instead of 401 once the address keeps failing
             raise
 
     def authenticate_credentials(self, key):

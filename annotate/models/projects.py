@@ -30,9 +30,14 @@ class Project(models.Model):
     # from anywhere is a beacon that tells its server each time a task is shown).
     allow_remote_images = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Set on the hidden project an import writes into, batch by batch, before its rows move to
-    # this target in one short transaction (services/imports.py). No one else sees such a project.
+    # Set on the hidden staging project an import writes into, batch by batch, before its rows move
+    # to this target (services/imports.py). No one else sees such a project. `import_publishing`:
+    # every line is written and the rows are moving; from then on the import is completed, even
+    # after a crash. `import_round`: the round its tasks go to.
     import_target = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    import_publishing = models.BooleanField(default=False)
+    import_round = models.ForeignKey("annotate.Round", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
 
     objects = VisibleProjects()
     all_objects = models.Manager()

@@ -4,10 +4,15 @@ holding the database for the whole import.
 Two passes over the file, which is streamed, never held in memory: the first parses and checks
 every line and copies it to a temporary file, writing nothing; the second writes the rows, a
 batch of RLHF_IMPORT_BATCH_LINES lines per transaction, into a hidden staging project (its
-tasks closed, so no annotator is handed one), and then moves them into the project with two
-UPDATEs in one short transaction. Annotators' writes get in between the batches (on SQLite a
-20k-line import used to hold the only write lock for 7 s); nobody sees a half-written import;
-and if anything fails part way, the staging project is deleted.
+tasks closed, so no annotator is handed one). Then the rows move into the project, each prompt
+with its task, PUBLISH_FACTOR batches per transaction: an import of up to that many lines
+(1000 by default) appears in one transaction, a larger one over a few seconds. Annotators' writes
+get in between all of these (on SQLite a 20k-line import used to hold the only write lock for
+7 s, and moving 100k rows in one transaction held it for 5 s).
+
+Nothing is half-imported: a bad line, or a failure while writing, removes the staging rows and
+the project never saw any of them; once the rows start to move the import is committed, and a
+move cut short (the process died) is completed by the next import or by `manage.py bootstrap`.
 """
 
 from __future__ import annotations
@@ -39,8 +44,13 @@ MAX_REPORTED_ERRORS = 1000
 # it misjudged the next-task reads, e.g. started a parallel worker to read a task's two
 # responses, and next-task latency grew with the table. An import this large refreshes them.
 STATISTICS_REFRESH_ROWS = 1000
-# A staging project this old belongs to an import whose process died; the next import removes it.
+# A staging project this old, not yet moving, belongs to an import whose process died: removed.
 STALE_STAGING = timedelta(hours=6)
+# One moving for this long was cut short (moving a million rows takes about a minute): completed.
+STALE_PUBLISH = timedelta(minutes=10)
+# Rows moved per transaction, in writing batches: with the default 100 lines, 1000 prompts with
+# their tasks, about 0.05 s of SQLite's write lock (a writing batch takes about as long).
+PUBLISH_FACTOR = 10
 
 
 def _statistics_refresh() -> None:
@@ -170,37 +180,41 @@ class _Checked:
 def _check(lines: Iterable[bytes | str], spool, source: str) -> _Checked:
     checked = _Checked()
     errors: list[dict] = []
-    bad = 0
     for number, raw in enumerate(lines, start=1):
         checked.lines = number
-        data = raw if isinstance(raw, bytes) else raw.encode()
-        spool.write(data if data.endswith(b"\n") else data + b"\n")
+        if not errors:  # once a line is bad nothing is written, so nothing more need be kept
+            data = raw if isinstance(raw, bytes) else raw.encode()
+            spool.write(data if data.endswith(b"\n") else data + b"\n")
         try:
             text = _decode(raw).strip()
             if not text:
                 continue
             digest = bytes.fromhex(_parse_line(text, number, source).content_hash)
         except ValueError as exc:
-            bad += 1
-            if len(errors) < MAX_REPORTED_ERRORS:  # a file of garbage should not make a huge reply
-                errors.append({"line": number, "error": str(exc)})
+            errors.append({"line": number, "error": str(exc)})
+            if len(errors) >= MAX_REPORTED_ERRORS:
+                # A file of garbage is not read to its end: the answer would be the same.
+                raise ApplicationError(f"{len(errors)} bad lines by line {number}, nothing imported and the rest "
+                                       f"not read; first: line {errors[0]['line']}: {errors[0]['error']}",
+                                       code="invalid_import", details={"errors": errors}) from None
             continue
-        first = checked.first_line.setdefault(digest, number)
-        if first != number:
-            checked.duplicates.append({"line": number, "duplicate_of_line": first})
+        if not errors:
+            first = checked.first_line.setdefault(digest, number)
+            if first != number:
+                checked.duplicates.append({"line": number, "duplicate_of_line": first})
     if errors:
-        raise ApplicationError(f"{bad} bad line(s), nothing imported; first: line {errors[0]['line']}: "
+        raise ApplicationError(f"{len(errors)} bad line(s), nothing imported; first: line {errors[0]['line']}: "
                                f"{errors[0]['error']}", code="invalid_import", details={"errors": errors})
     if not checked.first_line:
         raise ApplicationError("the file holds no prompts", code="invalid_import")
     return checked
 
 
-def _staging_create(project: Project) -> Project:
+def _staging_create(project: Project, round: Round | None) -> Project:
     return Project.all_objects.create(
         name=f"import into {project.pk}", slug=f"__import-{project.pk}-{secrets.token_hex(8)}", import_target=project,
-        responses_per_task=project.responses_per_task, rankings_per_task=project.rankings_per_task,
-        allow_ties=project.allow_ties)
+        import_round=round, responses_per_task=project.responses_per_task,
+        rankings_per_task=project.rankings_per_task, allow_ties=project.allow_ties)
 
 
 def _staging_discard(staging: Project, batch: int = 2000) -> None:
@@ -223,9 +237,17 @@ def _staging_discard(staging: Project, batch: int = 2000) -> None:
     Project.all_objects.filter(pk=staging.pk).delete()
 
 
-def _stale_staging_discard() -> None:
-    cutoff = timezone.now() - STALE_STAGING
-    for staging in Project.all_objects.filter(import_target__isnull=False, created_at__lt=cutoff):
+def imports_settle(*, older_than: timedelta | None = None) -> None:
+    """Finish what dead imports left: complete the ones whose rows had started to move, remove the
+    others. Only staging projects older than `older_than` are touched (by default STALE_PUBLISH
+    and STALE_STAGING, which no live import reaches); every import and `bootstrap` call this."""
+    now = timezone.now()
+    leftovers = Project.all_objects.filter(import_target__isnull=False)
+    publishing_age = STALE_PUBLISH if older_than is None else older_than
+    writing_age = STALE_STAGING if older_than is None else older_than
+    for staging in leftovers.filter(import_publishing=True, created_at__lte=now - publishing_age):
+        _publish(staging.import_target, staging)
+    for staging in leftovers.filter(import_publishing=False, created_at__lte=now - writing_age):
         _staging_discard(staging)
 
 
@@ -252,14 +274,21 @@ def _write_batch(project: Project, staging: Project, rows: list[_Row], result: I
     result.tasks_created += len(items)
 
 
-def _publish(project: Project, staging: Project, round: Round | None) -> None:
-    """Make the staged rows the project's: two UPDATEs, one short transaction."""
-    with transaction.atomic():
-        if round is not None and not Round.objects.filter(pk=round.pk, project=project).exists():
-            raise ApplicationError(f"round {round.pk} was deleted during the import", code="invalid_import")
-        Prompt.objects.filter(project=staging).update(project=project)
-        RankingTask.objects.filter(project=staging).update(project=project, round=round, claimed=0)
-        Project.all_objects.filter(pk=staging.pk).delete()
+def _publish(project: Project, staging: Project) -> None:
+    """Move the staged rows into the project, each prompt with its task, PUBLISH_FACTOR writing
+    batches per transaction; then drop the empty staging project."""
+    Project.all_objects.filter(pk=staging.pk).update(import_publishing=True)  # committed from here on
+    round_id = Project.all_objects.filter(pk=staging.pk).values_list("import_round_id", flat=True).first()
+    batch = settings.RLHF_IMPORT_BATCH_LINES * PUBLISH_FACTOR
+    while True:
+        with transaction.atomic():
+            ids = list(Prompt.objects.filter(project=staging).order_by("id").values_list("id", flat=True)[:batch])
+            if not ids:
+                break
+            RankingTask.objects.filter(project=staging, prompt_id__in=ids).update(project=project, round_id=round_id,
+                                                                                 claimed=0)
+            Prompt.objects.filter(id__in=ids).update(project=project)
+    Project.all_objects.filter(pk=staging.pk).delete()
 
 
 def prompts_import(*, project: Project, lines: Iterable[bytes | str], source: str = "import",
@@ -273,8 +302,8 @@ def prompts_import(*, project: Project, lines: Iterable[bytes | str], source: st
         checked = _check(lines, spool, source)
         spool.seek(0)
         result = ImportResult(lines=checked.lines, duplicates=checked.duplicates)
-        _stale_staging_discard()
-        staging = _staging_create(project)
+        imports_settle()
+        staging = _staging_create(project, round)
         try:
             batch: list[_Row] = []
             for number, raw in enumerate(spool, start=1):
@@ -290,13 +319,15 @@ def prompts_import(*, project: Project, lines: Iterable[bytes | str], source: st
                     batch = []
             if batch:
                 _write_batch(project, staging, batch, result)
-            _publish(project, staging, round)
         except BaseException:
             try:
                 _staging_discard(staging)
             except Exception:  # keep the first error; a stale staging project goes at the next import
                 log.exception("could not remove the staging project of a failed import")
             raise
+        # Every line is written: from here the import is committed (imports_settle completes it if
+        # this process dies part way).
+        _publish(project, staging)
     result.duplicates.sort(key=lambda d: d["line"])
     if result.prompts_created >= STATISTICS_REFRESH_ROWS:
         _statistics_refresh()

@@ -170,14 +170,80 @@ def test_a_failure_part_way_leaves_nothing(make_project, settings, monkeypatch):
 
 @pytest.mark.django_db
 def test_a_dead_imports_staging_project_is_removed_by_the_next(make_project):
+    """Dead before its rows started to move: removed (after STALE_STAGING)."""
     from datetime import timedelta
 
     from django.utils import timezone
 
     project = make_project()
-    staging = imports._staging_create(project)
+    staging = imports._staging_create(project, None)
     Prompt.objects.create(project=staging, text="left over")
     Project.all_objects.filter(pk=staging.pk).update(created_at=timezone.now() - timedelta(days=1))
     prompts_import(project=project, lines=[b'{"prompt": "new"}'])
     assert not Project.all_objects.filter(pk=staging.pk).exists()
     assert list(Prompt.objects.values_list("text", flat=True)) == ["new"]
+
+
+@pytest.mark.django_db
+def test_a_file_of_garbage_is_not_read_to_its_end(make_project):
+    project = make_project()
+    read = []
+
+    def lines():
+        yield b'{"prompt": "fine"}\n'
+        for i in range(5000):
+            read.append(i)
+            yield b"not json\n"
+
+    with pytest.raises(ApplicationError) as exc:
+        prompts_import(project=project, lines=lines())
+    assert len(exc.value.details["errors"]) == imports.MAX_REPORTED_ERRORS and "not read" in exc.value.message
+    assert len(read) == imports.MAX_REPORTED_ERRORS  # stopped at the last error it reports
+    assert Prompt.objects.filter(project=project).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_cut_short_is_completed_not_undone(make_project, settings, monkeypatch):
+    from datetime import timedelta
+
+    settings.RLHF_IMPORT_BATCH_LINES = 10  # moves 100 prompts per transaction
+    project = make_project()
+    real = imports._publish
+    moved = []
+
+    def dies_after_one_batch(target, staging):
+        from django.db.models import Min
+
+        Project.all_objects.filter(pk=staging.pk).update(import_publishing=True)
+        first = Prompt.objects.filter(project=staging).aggregate(Min("id"))["id__min"]
+        ids = list(range(first, first + 100))
+        RankingTask.objects.filter(prompt_id__in=ids).update(project=target, claimed=0)
+        Prompt.objects.filter(id__in=ids).update(project=target)
+        moved.append(len(ids))
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(imports, "_publish", dies_after_one_batch)
+    with pytest.raises(RuntimeError):
+        prompts_import(project=project, lines=[json.dumps({"prompt": f"q{i}", "responses": ["a", "b"]})
+                                               for i in range(250)])
+    assert Prompt.objects.filter(project=project).count() == 100  # committed, part way through
+    monkeypatch.setattr(imports, "_publish", real)
+    imports.imports_settle(older_than=timedelta(0))  # as the next import or bootstrap does once it is stale
+    assert Prompt.objects.filter(project=project).count() == 250
+    assert RankingTask.objects.filter(project=project, claimed=0).count() == 250
+    assert not Project.all_objects.filter(import_target__isnull=False).exists()
+
+
+@pytest.mark.django_db
+def test_a_large_import_moves_in_batches_each_prompt_with_its_task(make_project, settings):
+    settings.RLHF_IMPORT_BATCH_LINES = 5  # 50 rows moved per transaction
+    project = make_project()
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        prompts_import(project=project, lines=[json.dumps({"prompt": f"q{i}", "responses": ["a", "b"]})
+                                               for i in range(120)])
+    moves = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "annotate_prompt"')]
+    assert len(moves) == 3  # 50 + 50 + 20
+    assert RankingTask.objects.filter(project=project, claimed=0).count() == 120

@@ -33,6 +33,10 @@ class Command(BaseCommand):
             raise CommandError(f"cannot reach the database ({settings.DATABASES['default']['NAME']}): "
                                f"{str(exc).strip().splitlines()[0]}; check DATABASE_URL") from None
         call_command("migrate", interactive=False, verbosity=0)
+        from annotate.services.imports import imports_settle
+
+        # What dead imports left (another web process may be importing: only stale ones).
+        imports_settle()
         call_command("collectstatic", interactive=False, verbosity=0)
         version = None
         if not skip_model:
