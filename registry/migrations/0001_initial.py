@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('annotate', '0006_project_allow_remote_images'),
+        ('annotate', '0005_import_staging_and_remote_images'),
         ('training', '0001_initial'),
     ]
 

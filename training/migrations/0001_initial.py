@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('annotate', '0006_project_allow_remote_images'),
+        ('annotate', '0005_import_staging_and_remote_images'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
