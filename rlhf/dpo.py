@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary, save_model_dir
 from rlhf.data import EncodedPair, collate_pairs, encode_pair, split_eval
 from rlhf.lora import apply_lora, lora_options
@@ -63,7 +64,8 @@ def all_pair_logprobs(model: Any, pairs: list[EncodedPair], pad_id: int, config:
 
 
 def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir: str | Path,
-              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
+              on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
+              on_stage: OnStage | None = None) -> StageResult:
     """DPO from the `policy` directory (usually the SFT model) on pairs, saved to out_dir."""
     require_valid(config)
     check_new_output(out_dir)
@@ -102,10 +104,12 @@ def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir:
                 "eval_margin": (cr - rr).mean().item()}
 
     outcome = supervised_loop(config, params, len(train), step, device=device, eval_fn=evaluate,
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
+                              on_stage=on_stage)
     metrics = final_metrics(outcome)
     if outcome.cancelled:
         return StageResult(None, metrics, outcome.history, cancelled=True)
+    stage_begins(on_stage, "saving")
     saved = save_model_dir(model, tokenizer, out_path(out_dir), stage="dpo", config=config, metrics=metrics,
                            base=str(policy), summary=data_summary(pairs, train=len(train), eval=len(held)),
                            merge_lora=lora.merge if lora else True)

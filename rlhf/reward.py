@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary, save_model_dir
 from rlhf.data import EncodedPair, collate_pairs, encode_pair, split_eval
 from rlhf.lora import apply_lora, lora_options
@@ -71,7 +72,7 @@ def evaluate_pairs(model: Any, pairs: list[EncodedPair], pad_id: int, config: Re
 
 def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path, out_dir: str | Path,
                        on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
-                       eval_pairs: list[dict] | None = None) -> StageResult:
+                       eval_pairs: list[dict] | None = None, on_stage: OnStage | None = None) -> StageResult:
     """Train a reward model on pairs [{"prompt", "chosen", "rejected", "margin"?}] from `base` (a causal
     LM directory, e.g. the SFT model, or an earlier reward model) and save it to out_dir.
 
@@ -103,10 +104,12 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
 
     outcome = supervised_loop(config, params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_pairs(model, held, pad, config, device),
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
+                              on_stage=on_stage)
     if outcome.cancelled:
         return StageResult(None, final_metrics(outcome), outcome.history, cancelled=True)
     # Score statistics over the training pairs: PPO divides by them so rewards start at unit scale.
+    stage_begins(on_stage, "saving")
     stats_eval = evaluate_pairs(model, train[:256], pad, config, device)
     stats = {"mean": stats_eval["eval_reward_mean"], "std": max(stats_eval["eval_reward_std"], 1e-6)}
     metrics = {**final_metrics(outcome), "score_mean": stats["mean"], "score_std": stats["std"]}

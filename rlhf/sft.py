@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary, save_model_dir
 from rlhf.data import Encoded, collate_sft, encode_pair_side, split_eval, split_messages
 from rlhf.lora import apply_lora, lora_options
@@ -65,7 +66,8 @@ def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTCo
 
 
 def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: str | Path,
-              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
+              on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
+              on_stage: OnStage | None = None) -> StageResult:
     """Fine-tune `base` on demonstrations [{"prompt", "response"} | {"messages"}] and save to out_dir."""
     require_valid(config)
     check_new_output(out_dir)
@@ -88,10 +90,12 @@ def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: st
 
     outcome = supervised_loop(config, params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_sft(model, held, pad, config, device),
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
+                              on_stage=on_stage)
     metrics = final_metrics(outcome)
     if outcome.cancelled:
         return StageResult(None, metrics, outcome.history, cancelled=True)
+    stage_begins(on_stage, "saving")
     saved = save_model_dir(model, tokenizer, out_path(out_dir), stage="sft", config=config, metrics=metrics,
                            base=str(base), summary=data_summary(data, train=len(train), eval=len(held)),
                            merge_lora=lora.merge if lora else True)

@@ -131,3 +131,21 @@ def build_config(kind: str, stored: dict):
     cls = stage_config_class(kind)
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in stored.items() if k in names})
+
+
+def planned_steps(kind: str, config: dict, n_examples: int) -> int | None:
+    """How many steps a job of `kind` will report, known before anything loads: a generate job's
+    responses (prompts × responses per prompt), PPO's iterations, one evaluation, or the supervised
+    loop's batches over the training part of the held-out split (its size depends only on the count)."""
+    if kind == "generate":
+        return n_examples * int(config.get("responses_per_prompt", GENERATE_EXTRA["responses_per_prompt"]))
+    if kind == "evaluate":
+        return 1
+    built = build_config(kind, config)
+    if kind == "ppo":
+        return built.iterations
+    from rlhf.data import split_eval
+    from rlhf.training import total_steps_for
+
+    train, _held = split_eval(list(range(n_examples)), built.eval_fraction, built.seed)
+    return total_steps_for(built, len(train)) if train else None

@@ -14,7 +14,7 @@ from annotate.selectors.training import demonstration_ids, pair_ids
 from config.errors import ApplicationError, NotFound
 
 from ..models import JobLog, ModelVersion, TrainingJob
-from ..stages import config_validate
+from ..stages import config_validate, planned_steps
 from .models import default_model_version
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,20 @@ def training_job_launch(*, project: Project, kind: str, config: dict | None = No
         job = TrainingJob.objects.create(project=project, kind=kind, config=clean_config, inputs=resolved,
                                          created_by=user if getattr(user, "is_authenticated", False) else None,
                                          round=round, time_limit_seconds=time_limit_seconds,
-                                         progress={"step": 0, "total": None, "eta_seconds": None})
+                                         progress={"step": 0, "total": _planned(kind, clean_config, resolved),
+                                                   "eta_seconds": None, "stage": "queued"})
         job.output_path = f"jobs/{job.pk:06d}-{kind}-{uuid.uuid4().hex[:8]}"
         job.save(update_fields=["output_path"])
         job_log(job=job, message=f"queued {kind} job on policy #{policy.id}")
         transaction.on_commit(lambda: enqueue(job.id))
     return job
+
+
+def _planned(kind: str, config: dict, inputs: dict) -> int | None:
+    """The job's step total, shown from the moment it is queued."""
+    ids = next((inputs[k] for k in ("pair_ids", "demonstration_ids", "prompt_ids") if isinstance(inputs.get(k), list)),
+               [])
+    return planned_steps(kind, config, len(ids))
 
 
 def enqueue(job_id: int) -> None:
