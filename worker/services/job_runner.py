@@ -213,8 +213,26 @@ def job_run(*, job_id: int, hostname: str) -> str:
     finally:
         stop.set()
     _persist(lambda: job_finish(job_id=job.pk, state=TrainingJob.State.SUCCEEDED, outputs=outputs,
-                                message=f"succeeded: {outputs}"))
+                                message=f"succeeded: {_outcome_text(outputs)}"))
     return "succeeded"
+
+
+def _outcome_text(outputs: dict) -> str:
+    """The job's last log line, for people: what it made and a few final numbers, not a raw dict."""
+    parts = []
+    if outputs.get("model_version"):
+        parts.append(f"model version #{outputs['model_version']}")
+    if outputs.get("examples") is not None:
+        parts.append(f"from {outputs['examples']} examples")
+    if outputs.get("tasks") is not None:
+        parts.append(f"{outputs['tasks']} tasks, {outputs.get('responses', 0)} responses")
+    if outputs.get("candidate"):
+        parts.append(f"evaluated model version #{outputs['candidate']}")
+    numbers = outputs.get("metrics") or outputs.get("evaluation") or {}
+    shown = [f"{k} {v:.4g}" for k, v in numbers.items()
+             if isinstance(v, float) and k in ("loss", "eval_loss", "eval_accuracy", "reward", "kl", "win_rate",
+                                                 "mean_reward", "objective")]
+    return ", ".join(parts) + (f"; {', '.join(shown)}" if shown else "") if parts or shown else "done"
 
 
 def _artifact_dir(job: TrainingJob) -> tuple[Path, str]:
@@ -267,12 +285,23 @@ def _run_stage(job: TrainingJob, reporter: JobReporter, data, *, kind_out: str, 
         if result.cancelled:
             raise JobCancelled()
         metrics = result.metrics
+        _record_final_eval(job, result)
     parents = [policy]
     if job.kind == "ppo" and job.inputs.get("reward_model"):
         parents.append(ModelVersion.objects.get(pk=job.inputs["reward_model"]))
     version = _persist(lambda: model_version_register(job=job, kind=kind_out, rel=rel, parents=parents,
                                                       metrics=metrics))
     return {"model_version": version.pk, "metrics": _jsonable(metrics), "examples": len(data)}
+
+
+def _record_final_eval(job: TrainingJob, result) -> None:
+    """The held-out numbers of the evaluation that ends a stage become the last point of their series
+    (a reward model's held-out accuracy is charted even when it was only measured at the end)."""
+    last = result.history[-1] if result.history else {}
+    final = {k: v for k, v in (result.metrics or {}).items()
+             if k.startswith("eval_") and isinstance(v, int | float) and not isinstance(v, bool) and k not in last}
+    if final and "step" in last:
+        _persist(lambda: JobMetric.objects.create(job=job, step=int(last["step"]), values=final))
 
 
 def _run_sft(job: TrainingJob, reporter: JobReporter) -> dict:
