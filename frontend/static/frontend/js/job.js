@@ -86,7 +86,8 @@ function makeChart(box, title, series, stepWord) {
         y: { ticks: { callback: tickLabel } },
       },
       plugins: {
-        legend: { display: series.length > 1 },
+        // A series with no points yet (held-out loss before the first evaluation) stays out of the legend.
+        legend: { display: series.length > 1, labels: { filter: (item, data) => data.datasets[item.datasetIndex].data.length > 0 } },
         title: { display: true, text: title },
         tooltip: { callbacks: { title: (items) => `${stepWord} ${items[0].parsed.x}`, label: (c) => `${c.dataset.label}: ${fmtMetric(c.parsed.y)}` } },
       },

@@ -29,7 +29,8 @@ export function eta(seconds) {
   if (seconds === null || seconds === undefined) return "";
   if (seconds < 1) return "finishing";
   if (seconds < 90) return `about ${Math.round(seconds)} s left`;
-  return `about ${Math.round(seconds / 60)} min left`;
+  if (seconds < 3600) return `about ${Math.round(seconds / 60)} min left`;
+  return `about ${Math.floor(seconds / 3600)} h ${Math.round((seconds % 3600) / 60)} min left`;
 }
 
 /** How long the job ran (or has been running, or waiting), as text. */
