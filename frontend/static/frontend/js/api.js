@@ -127,3 +127,11 @@ export function fmtMetric(x) {
   if (a >= 1000) return Math.round(x).toLocaleString("en-US");
   return String(Number(x.toPrecision(3)));
 }
+
+/** Hide an error shown in `box` as soon as the user edits anything in `form`: a message about a
+ * value that has since been fixed is worse than none. */
+export function clearErrorOnEdit(form, box) {
+  const clear = () => { if (!box.hidden && box.classList.contains("error")) { box.hidden = true; box.replaceChildren(); } };
+  form.addEventListener("input", clear);
+  form.addEventListener("change", clear);
+}

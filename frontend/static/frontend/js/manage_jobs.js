@@ -1,5 +1,5 @@
 // Admin: launch a training job with a checked JSON config, and list the project's jobs.
-import { api, h, items, showError } from "./api.js";
+import { api, clearErrorOnEdit, h, items, showError } from "./api.js";
 import { badge, FINAL, jobDuration, producedLink, progressBar, progressParts } from "./jobs_common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -84,6 +84,7 @@ $("launch-form").addEventListener("submit", async (e) => {
 });
 
 $("kind").addEventListener("change", showKind);
+clearErrorOnEdit($("launch-form"), $("launch-error"));
 $("project").addEventListener("change", () => {
   history.replaceState(null, "", `?project=${project()}`);
   loadModels();

@@ -1,5 +1,5 @@
 // Admin project page: import JSONL (per-line errors), start rounds and follow their progress.
-import { api, h, pageData, showError, toast } from "./api.js";
+import { api, clearErrorOnEdit, h, pageData, showError, toast } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
 
 const project = pageData("page-data");
@@ -50,6 +50,10 @@ $("import-form").addEventListener("submit", async (e) => {
     showError(box, err);
   }
 });
+
+clearErrorOnEdit($("settings-form"), $("settings-result"));
+clearErrorOnEdit($("import-form"), $("import-result"));
+clearErrorOnEdit($("round-form"), $("round-error"));
 
 function roundPrompts() {
   const mode = $("round-prompts").value;

@@ -1,6 +1,6 @@
 // The ranking page: lease a task, rank its responses (pairwise or N-way, keyboard or drag),
 // flag, skip, submit, keep the lease alive, and load the next task without reloading the page.
-import { api, h, pageData, showError, toast } from "./api.js";
+import { api, clearErrorOnEdit, h, pageData, showError, toast } from "./api.js";
 import { promptOf, renderMessages } from "./chat.js";
 import { renderMarkdown } from "./markdown.js";
 import Sortable from "../vendor/sortable.esm.js";
@@ -329,6 +329,7 @@ $("write-save").addEventListener("click", async () => {
   }
 });
 
+clearErrorOnEdit($("write-form"), $("write-error"));
 const writeIdeal = () => state.task && openWriter({ prompt: state.prompt, based_on: null });
 const editWinner = () => state.last && openWriter({ prompt: state.last.prompt, based_on: state.last.winner });
 $("write-ideal").addEventListener("click", writeIdeal);
