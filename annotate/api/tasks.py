@@ -14,7 +14,8 @@ from ..permissions import IsAdmin, IsAnnotatorOrAdmin
 from ..selectors.tasks import task_as_shown
 from ..services.demonstrations import demonstration_create
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
-from ..services.rankings import pairs_from_groups, ranking_submit
+from ..selectors.tasks import tasks_remaining_for
+from ..services.rankings import pairs_from_groups, ranking_revise, ranking_submit
 from ..services.tasks import task_gold_set
 from . import serializers as s
 
@@ -54,6 +55,29 @@ class RankingCreateView(APIView):
                                     time_spent_ms=v["time_spent_ms"])
         return Response({"ranking": ranking.pk, "pairs": len(pairs_from_groups(ranking.groups))},
                         status=status.HTTP_201_CREATED)
+
+
+class RankingReviseView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=s.RevisionRequest, responses={201: s.RevisionReply},
+                   summary="Revise your last ranking while its task is still open (the old one is kept)")
+    def post(self, request, ranking_id: int):
+        data = s.RevisionRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        ranking, _ = ranking_revise(ranking_id=ranking_id, annotator=request.user, groups=v["ranking"],
+                                    flags=v["flags"], rationale=v["rationale"], time_spent_ms=v["time_spent_ms"])
+        return Response({"ranking": ranking.pk, "revises": ranking.revises_id,
+                         "pairs": len(pairs_from_groups(ranking.groups))}, status=status.HTTP_201_CREATED)
+
+
+class RemainingView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(responses=s.RemainingReply, summary="How many tasks of the project are left for you")
+    def get(self, request, project_id: int):
+        return Response({"remaining": tasks_remaining_for(project_id=project_id, annotator=request.user)})
 
 
 class SkipView(APIView):
