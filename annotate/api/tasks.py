@@ -11,10 +11,9 @@ from config.errors import NotFound
 
 from ..models import Prompt, RankingTask
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
-from ..selectors.tasks import task_as_shown
+from ..selectors.tasks import task_as_shown, tasks_remaining_for
 from ..services.demonstrations import demonstration_create
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
-from ..selectors.tasks import tasks_remaining_for
 from ..services.rankings import pairs_from_groups, ranking_revise, ranking_submit
 from ..services.tasks import task_gold_set
 from . import serializers as s
