@@ -13,6 +13,7 @@ urlpatterns = [
     path("projects/<int:project_id>/import", projects.ProjectImportView.as_view(), name="project-import"),
     path("projects/<int:project_id>/export", projects.ProjectExportView.as_view(), name="project-export"),
     path("projects/<int:project_id>/stats", projects.ProjectStatsView.as_view(), name="project-stats"),
+    path("projects/<int:project_id>/prompts", projects.ProjectPromptsView.as_view(), name="project-prompts"),
     path("projects/<int:project_id>/tasks/next", tasks.NextTaskView.as_view(), name="task-next"),
     path("leases/<int:lease_id>/heartbeat", tasks.HeartbeatView.as_view(), name="lease-heartbeat"),
     path("projects/<int:project_id>/tasks/remaining", tasks.RemainingView.as_view(), name="tasks-remaining"),
