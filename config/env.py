@@ -83,6 +83,21 @@ class Env:
     serving_device: str  # RLHF_SERVING_DEVICE: torch device for serving (empty: cuda if present, else cpu)
     admin_username: str  # RLHF_ADMIN_USERNAME: account `make run` creates
     admin_password: str  # RLHF_ADMIN_PASSWORD: empty = generate one, print it, keep it in the data folder
+    bind: str  # RLHF_BIND: address `make run` serves on
+    max_body_bytes: int  # RLHF_MAX_BODY_BYTES: largest request body outside imports (413 beyond)
+    import_max_bytes: int  # RLHF_IMPORT_MAX_BYTES: largest import file (413 beyond)
+    import_batch_lines: int  # RLHF_IMPORT_BATCH_LINES: lines written per transaction by an import
+    lease_max_seconds: int  # RLHF_LEASE_MAX_SECONDS: longest a lease lives, heartbeats included
+    demonstration_max_chars: int  # RLHF_DEMONSTRATION_MAX_CHARS: longest demonstration text
+    demonstrations_per_hour: int  # RLHF_DEMONSTRATIONS_PER_HOUR: per annotator (0 = unlimited)
+    auth_fail_limit: int  # RLHF_AUTH_FAIL_LIMIT: failed authentications per client address per window
+    login_fail_limit: int  # RLHF_LOGIN_FAIL_LIMIT: failed password sign-ins per username per window
+    auth_fail_window_seconds: int  # RLHF_AUTH_FAIL_WINDOW_SECONDS: the window of both limits
+    client_ip_header: str  # RLHF_CLIENT_IP_HEADER: header the proxy puts the client address in
+    token_max_age_days: int  # RLHF_TOKEN_MAX_AGE_DAYS: API tokens expire this long after creation
+    https: bool  # RLHF_HTTPS: served over TLS (secure cookies, HSTS, redirect to https)
+    proxy_ssl_header: str  # RLHF_PROXY_SSL_HEADER: header a TLS proxy sets to "https" (e.g. X-Forwarded-Proto)
+    hsts_seconds: int  # RLHF_HSTS_SECONDS: Strict-Transport-Security max-age when RLHF_HTTPS is on
 
 
 def _list(name: str, default: str) -> list[str]:
@@ -153,6 +168,21 @@ def load() -> Env:
         serving_device=_str("RLHF_SERVING_DEVICE", ""),
         admin_username=_str("RLHF_ADMIN_USERNAME", "admin"),
         admin_password=_str("RLHF_ADMIN_PASSWORD", ""),
+        bind=_str("RLHF_BIND", "127.0.0.1:8000"),
+        max_body_bytes=_int("RLHF_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024),
+        import_max_bytes=_int("RLHF_IMPORT_MAX_BYTES", 200 * 1024 * 1024, minimum=1024),
+        import_batch_lines=_int("RLHF_IMPORT_BATCH_LINES", 500, minimum=1),
+        lease_max_seconds=_int("RLHF_LEASE_MAX_SECONDS", 3600, minimum=5),
+        demonstration_max_chars=_int("RLHF_DEMONSTRATION_MAX_CHARS", 20_000, minimum=1),
+        demonstrations_per_hour=_int("RLHF_DEMONSTRATIONS_PER_HOUR", 120, minimum=0),
+        auth_fail_limit=_int("RLHF_AUTH_FAIL_LIMIT", 20, minimum=0),
+        login_fail_limit=_int("RLHF_LOGIN_FAIL_LIMIT", 10, minimum=0),
+        auth_fail_window_seconds=_int("RLHF_AUTH_FAIL_WINDOW_SECONDS", 300, minimum=1),
+        client_ip_header=_str("RLHF_CLIENT_IP_HEADER", "").strip(),
+        token_max_age_days=_int("RLHF_TOKEN_MAX_AGE_DAYS", 90, minimum=1),
+        https=_bool("RLHF_HTTPS", False),
+        proxy_ssl_header=_str("RLHF_PROXY_SSL_HEADER", "").strip(),
+        hsts_seconds=_int("RLHF_HSTS_SECONDS", 31_536_000, minimum=0),
     )
 
 

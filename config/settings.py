@@ -17,6 +17,20 @@ DEBUG = ENV.debug
 ALLOWED_HOSTS = ENV.allowed_hosts
 CSRF_TRUSTED_ORIGINS = ENV.csrf_trusted_origins
 
+# Behind a TLS proxy (README, "Production behind a TLS proxy"): RLHF_PROXY_SSL_HEADER names the
+# header the proxy sets to "https"; RLHF_HTTPS makes cookies secure, sends HSTS and redirects
+# plain http (except /healthz, which the proxy and compose probe over http).
+if ENV.proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + ENV.proxy_ssl_header.upper().replace("-", "_"), "https")
+if ENV.https:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = ENV.hsts_seconds
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -26,7 +40,6 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "annotate",
     "worker",
@@ -35,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -100,6 +114,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 LOGIN_URL = "/login"
+CSRF_FAILURE_VIEW = "config.errors.csrf_failure"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -107,14 +122,25 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    # JSON only: DRF's browsable pages would answer a browser's errors as HTML (/api/docs is the
+    # interactive reference).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RLHF service API",
     "DESCRIPTION": "Annotation, training jobs, model registry and the OpenAI-compatible model API.",
     "VERSION": "0.1.0",
+    # Swagger UI from our vendored copy (frontend/static/frontend/vendor/swagger-ui), not a CDN.
+    "SWAGGER_UI_DIST": "/static/frontend/vendor/swagger-ui",
+    "SWAGGER_UI_FAVICON_HREF": "/static/frontend/vendor/swagger-ui/favicon-32x32.png",
+    # /v1 is plain Django views (OpenAI's shape); its paths are described by hand.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "worker.serving.schema.add_v1_paths"],
 }
 
 # Celery: the embedded default uses kombu's filesystem transport (no server to run);
@@ -161,6 +187,20 @@ RLHF_JOB_TIME_LIMIT_SECONDS = ENV.job_time_limit_seconds
 RLHF_DEFAULT_MODEL = ENV.default_model_name
 ENV_ADMIN_USERNAME = ENV.admin_username
 ENV_ADMIN_PASSWORD = ENV.admin_password
+RLHF_BIND = ENV.bind
+
+# Limits against abuse and bad input (README, "Configuration").
+DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.max_body_bytes  # Django answers 413 beyond it (config/errors.py)
+RLHF_IMPORT_MAX_BYTES = ENV.import_max_bytes
+RLHF_IMPORT_BATCH_LINES = ENV.import_batch_lines
+RLHF_LEASE_MAX_SECONDS = ENV.lease_max_seconds
+RLHF_DEMONSTRATION_MAX_CHARS = ENV.demonstration_max_chars
+RLHF_DEMONSTRATIONS_PER_HOUR = ENV.demonstrations_per_hour
+RLHF_AUTH_FAIL_LIMIT = ENV.auth_fail_limit
+RLHF_LOGIN_FAIL_LIMIT = ENV.login_fail_limit
+RLHF_AUTH_FAIL_WINDOW_SECONDS = ENV.auth_fail_window_seconds
+RLHF_CLIENT_IP_HEADER = ENV.client_ip_header
+RLHF_TOKEN_MAX_AGE_DAYS = ENV.token_max_age_days
 
 LOGGING = {
     "version": 1,

@@ -11,9 +11,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, render
 
-from annotate.models import Demonstration, Lease, Project, Prompt
+from annotate.models import Demonstration, Lease, Project
 from annotate.roles import is_admin
 from annotate.selectors.projects import project_counts, project_list
+from annotate.selectors.writing import prompt_to_write
+from annotate.services.demonstrations import prompt_offer_make
+from config.converters import MAX_ID
+from config.security import allow_remote_images
+from config.throttle import Throttled, password_attempt_check, password_failure_record
 
 
 def _render(request, template: str, **context):
@@ -35,9 +40,26 @@ def admin_required(view):
 
 
 class LoginView(auth_views.LoginView):
+    """The login form, throttled like POST /api/auth/token: by username and by address, checked
+    before the password is hashed."""
+
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
     next_page = "/"  # LOGIN_REDIRECT_URL is Django's /accounts/profile/ default, which we do not serve
+
+    def post(self, request, *args, **kwargs):
+        try:
+            password_attempt_check(request, username=request.POST.get("username", ""))
+        except Throttled as exc:
+            response = self.render_to_response(self.get_context_data(form=self.get_form(), throttled=exc.message),
+                                               status=429)
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        password_failure_record(self.request, username=self.request.POST.get("username", ""))
+        return super().form_invalid(form)
 
 
 class LogoutView(auth_views.LogoutView):
@@ -47,6 +69,7 @@ class LogoutView(auth_views.LogoutView):
 def _project_page_data(project) -> dict:
     return {"id": project.pk, "name": project.name, "guidelines": project.guidelines,
             "allow_ties": project.allow_ties, "responses_per_task": project.responses_per_task,
+            "allow_remote_images": project.allow_remote_images,
             "lease_seconds": settings.RLHF_LEASE_SECONDS}
 
 
@@ -73,28 +96,34 @@ def home(request):
 @login_required
 def rank(request, project_id: int):
     project = get_object_or_404(Project, pk=project_id)
-    return _render(request, "rank.html", project=project, page_data=_project_page_data(project))
+    return _with_image_policy(project, _render(request, "rank.html", project=project,
+                                               page_data=_project_page_data(project)))
+
+
+def _with_image_policy(project, response):
+    """Pages showing a project's model output load remote images only if the project allows them."""
+    if project.allow_remote_images:
+        allow_remote_images(response)
+    return response
 
 
 @login_required
 def write(request, project_id: int):
     """Writing mode: the prompt to answer is chosen here (a prompt of the project that this
-    annotator has not written for yet), or given as ?prompt=ID."""
+    annotator has not written for yet), or given as ?prompt=ID; the page carries the signed offer
+    the demonstration must come back with."""
     project = get_object_or_404(Project, pk=project_id)
-    prompt = None
-    wanted = request.GET.get("prompt")
-    if wanted and wanted.isdigit():
-        prompt = Prompt.objects.filter(project=project, pk=int(wanted)).first()
-    if prompt is None:
-        done = Demonstration.objects.filter(annotator=request.user, project=project).values("prompt_id")
-        todo = Prompt.objects.filter(project=project).exclude(pk__in=done).order_by("id")
-        after = request.GET.get("after", "")
-        # "Another prompt" moves past the current one, wrapping round to the first.
-        prompt = (todo.filter(pk__gt=int(after)).first() if after.isdigit() else None) or todo.first()
+
+    def number(name: str) -> int | None:
+        raw = request.GET.get(name, "")
+        return int(raw) if raw.isdigit() and 0 < int(raw) <= MAX_ID else None
+
+    prompt = prompt_to_write(project=project, annotator=request.user, wanted=number("prompt"), after=number("after"))
     data = _project_page_data(project)
     if prompt is not None:
-        data["prompt"] = {"id": prompt.pk, "messages": prompt.as_messages()}
-    return _render(request, "write.html", project=project, prompt=prompt, page_data=data)
+        data["prompt"] = {"id": prompt.pk, "messages": prompt.as_messages(),
+                          "offer": prompt_offer_make(prompt=prompt, annotator=request.user)}
+    return _with_image_policy(project, _render(request, "write.html", project=project, prompt=prompt, page_data=data))
 
 
 @admin_required
@@ -137,6 +166,11 @@ def manage_models(request):
 @admin_required
 def manage_keys(request):
     return _render(request, "manage/keys.html")
+
+
+@login_required
+def tokens(request):
+    return _render(request, "tokens.html", max_age_days=settings.RLHF_TOKEN_MAX_AGE_DAYS)
 
 
 @admin_required

@@ -3,6 +3,7 @@ format, and collate them (right padding for training and scoring)."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ def join_truncated(prompt: list[int], response: list[int], max_length: int) -> t
 class Encoded:
     input_ids: list[int]
     prompt_len: int  # tokens before the response starts
+    truncated: bool = False  # the end of the response (its EOS at least) did not fit max_length
 
 
 def encode_pair_side(tokenizer: Any, prompt: Prompt, response: str, max_length: int, wrap_plain: bool) -> Encoded:
@@ -54,8 +56,8 @@ def encode_pair_side(tokenizer: Any, prompt: Prompt, response: str, max_length: 
     scores with: the response is tokenized on its own, as generation produces it."""
     p = encode_prompt(tokenizer, prompt, wrap_plain=wrap_plain)
     r = encode_response(tokenizer, response)
-    p, r = join_truncated(p, r, max_length)
-    return Encoded(p + r, len(p))
+    p, kept = join_truncated(p, r, max_length)
+    return Encoded(p + kept, len(p), truncated=len(kept) < len(r))
 
 
 def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +91,10 @@ class EncodedPair:
     rejected: Encoded
     margin: float
 
+    @property
+    def truncated(self) -> bool:
+        return self.chosen.truncated or self.rejected.truncated
+
 
 def encode_pair(tokenizer: Any, record: dict[str, Any], max_length: int, wrap_plain: bool) -> EncodedPair:
     check_pair(record)
@@ -109,14 +115,63 @@ def collate_pairs(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tens
             "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float)}
 
 
+def encode_pairs(tokenizer: Any, records: list[dict[str, Any]], max_length: int, wrap_plain: bool
+                 ) -> tuple[list[EncodedPair], int]:
+    """(encoded pairs, how many were dropped): a pair whose truncation cut either response before
+    its EOS is dropped, since scoring it would compare two answers mid-sentence."""
+    encoded = [encode_pair(tokenizer, r, max_length, wrap_plain) for r in records]
+    kept = [e for e in encoded if not e.truncated]
+    return kept, len(encoded) - len(kept)
+
+
+def prompt_key(record: dict[str, Any]) -> str:
+    """What identifies a record's prompt: its prompt_id when the service gave one, else its text."""
+    if record.get("prompt_id") is not None:
+        return f"id:{record['prompt_id']}"
+    return "text:" + json.dumps(record.get("prompt"), sort_keys=True)
+
+
 def split_eval(records: list, fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded held-out split; at least one record each side when there are two or more."""
+    """A seeded held-out split by prompt: every record of a held-out prompt is held out, so the
+    K(K-1)/2 pairs of one ranking and the same pair from several annotators never land on both
+    sides. At least one prompt each side when there are two or more prompts."""
     if fraction <= 0 or len(records) < 2:
         return list(records), []
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_eval = min(len(records) - 1, max(1, round(len(records) * fraction)))
-    return [records[i] for i in order[n_eval:]], [records[i] for i in order[:n_eval]]
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(prompt_key(r) if isinstance(r, dict) else str(i), []).append(i)
+    keys = sorted(groups)
+    if len(keys) < 2:
+        return list(records), []
+    random.Random(seed).shuffle(keys)
+    n_eval = min(len(keys) - 1, max(1, round(len(keys) * fraction)))
+    held = {i for k in keys[:n_eval] for i in groups[k]}
+    return ([r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held])
+
+
+def _response_key(record: dict[str, Any], side: str) -> str:
+    rid = record.get(f"{side}_id")
+    return f"id:{rid}" if rid is not None else "text:" + json.dumps(record[side], sort_keys=True)
+
+
+def consensus_pairs(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pair per prompt and pair of responses, in the direction most annotators chose, with
+    "votes" (how many agreed) and "agreement" (their share); pairs without a majority are left out.
+    With one annotator per task every pair is its own consensus."""
+    tally: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        a, b = _response_key(r, "chosen"), _response_key(r, "rejected")
+        key = (prompt_key(r), *sorted((a, b)))
+        tally.setdefault(key, []).append(r)
+    out = []
+    for (_prompt, first, _second), votes in tally.items():
+        for_first = [v for v in votes if _response_key(v, "chosen") == first]
+        against = [v for v in votes if _response_key(v, "chosen") != first]
+        if len(for_first) == len(against):
+            continue
+        majority = for_first if len(for_first) > len(against) else against
+        out.append({**majority[0], "votes": len(majority), "agreement": len(majority) / len(votes)})
+    return out
 
 
 def batches(n: int, batch_size: int, rng: random.Random | None) -> list[list[int]]:

@@ -81,16 +81,24 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float, kind: str = "sigmoid", label_smoothing: float = 0.0
+             ref_rejected: torch.Tensor, beta: float, kind: str = "sigmoid", label_smoothing: float = 0.0,
+             chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DPO on summed sequence log-probs [B] -> (loss, chosen rewards [B], rejected rewards [B]).
 
     The implicit reward is beta * (log pi - log pi_ref); sigmoid is the paper's loss (with optional
-    conservative label smoothing), ipo the squared loss towards 1 / (2 beta).
+    conservative label smoothing), ipo the squared loss towards 1 / (2 beta) on the per-token mean
+    log-ratio (the IPO paper's and TRL's form: a sum would make the target depend on length), for
+    which chosen_tokens / rejected_tokens [B] give the response lengths.
     """
-    chosen_reward = beta * (policy_chosen - ref_chosen)
-    rejected_reward = beta * (policy_rejected - ref_rejected)
-    logits = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)  # [B]
+    chosen_ratio = policy_chosen - ref_chosen  # [B]
+    rejected_ratio = policy_rejected - ref_rejected
+    if kind == "ipo":
+        if chosen_tokens is None or rejected_tokens is None:
+            raise ValueError("the ipo loss needs chosen_tokens and rejected_tokens (response lengths)")
+        chosen_ratio = chosen_ratio / chosen_tokens.clamp(min=1)
+        rejected_ratio = rejected_ratio / rejected_tokens.clamp(min=1)
+    logits = chosen_ratio - rejected_ratio  # [B]
     if kind == "sigmoid":
         loss = (-(1 - label_smoothing) * F.logsigmoid(beta * logits)
                 - label_smoothing * F.logsigmoid(-beta * logits)).mean()
@@ -98,7 +106,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
         loss = ((logits - 1 / (2 * beta)) ** 2).mean()
     else:
         raise ValueError(f"loss must be 'sigmoid' or 'ipo', got {kind!r}")
-    return loss, chosen_reward.detach(), rejected_reward.detach()
+    return loss, (beta * chosen_ratio).detach(), (beta * rejected_ratio).detach()
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:

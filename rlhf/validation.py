@@ -6,6 +6,10 @@ every `train_*` function check a config with it before any work, so a run that c
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +47,7 @@ class Rule:
         return None
 
 
-RATE = Rule(0, 1, low_open=True)
+RATE = Rule(0, 1)  # 0 is allowed: a run that only measures (losses, accuracy) without moving the weights
 COUNT = Rule(1, 1_000_000)
 FRACTION = Rule(0, 1)
 # Keyed by field name; "Class.field" overrides for a field whose meaning differs by stage.
@@ -123,8 +127,14 @@ def config_errors(config: Any, prefix: str = "") -> dict[str, str]:
     """{field: what is wrong} for every field of a config dataclass (nested ones as "sampling.top_p")
     whose value is out of its range; empty when the config is usable."""
     errors: dict[str, str] = {}
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:
+        hints = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if value is None and type(None) in _allowed_types(hints.get(f.name, object)):
+            continue  # None is the field's own "off" or "automatic" value
         try:
             value = _nested(f.name, value)
         except TypeError as exc:
@@ -146,3 +156,104 @@ def require_valid(config: Any) -> None:
     if errors:
         raise ValueError("invalid " + type(config).__name__ + ": "
                          + "; ".join(f"{k} {v}" for k, v in errors.items()))
+
+
+def _allowed_types(annotation: Any) -> tuple[type, ...]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        out: tuple[type, ...] = ()
+        for arg in typing.get_args(annotation):
+            out += _allowed_types(arg)
+        return out
+    if origin is not None:
+        return (origin,)
+    if annotation is float:
+        return (float, int)
+    return (annotation,) if isinstance(annotation, type) else (object,)
+
+
+def _type_error(allowed: tuple[type, ...], value: Any) -> str | None:
+    if object in allowed or (value is None and type(None) in allowed):
+        return None
+    if any(dataclasses.is_dataclass(t) for t in allowed):
+        allowed += (dict,)  # nested configs (sampling, lora) arrive as JSON objects
+    # bool is an int to Python, but true is no batch size
+    if isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed):
+        return None
+    names = "/".join(sorted({t.__name__ for t in allowed}))
+    return f"must be {names}, got {type(value).__name__} {value!r}"
+
+
+def config_from_dict(cls: type, raw: Any) -> tuple[Any | None, dict[str, str]]:
+    """Build config class `cls` from a JSON object: (config, {}) when every field is known, of the
+    right type and in range, else (None, {field: what is wrong}). The one way the CLI and the job
+    launcher turn user input into a stage config."""
+    if not isinstance(raw, dict):
+        return None, {"config": "must be a JSON object"}
+    fields = {f.name for f in dataclasses.fields(cls)}
+    try:  # resolves the string annotations `from __future__ import annotations` leaves
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        hints = {}
+    errors: dict[str, str] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            errors[key] = f"unknown field; known fields: {', '.join(sorted(fields))}"
+        elif (message := _type_error(_allowed_types(hints.get(key, object)), value)) is not None:
+            errors[key] = message
+    if errors:
+        return None, errors
+    try:
+        config = cls(**raw)
+    except (TypeError, ValueError) as exc:
+        return None, {"config": str(exc)}
+    errors = config_errors(config)
+    if not errors and hasattr(config, "validate"):
+        try:
+            config.validate()
+        except (TypeError, ValueError) as exc:
+            errors["config"] = str(exc)
+    return (None, errors) if errors else (config, {})
+
+
+def _field_help(cls: type) -> dict[str, str]:
+    """The one-line comment after each field in the config classes' source: the help text."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for name, comment in re.findall(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", source, flags=re.M):
+            found[name] = comment.strip()
+    return found
+
+
+def config_fields(cls: type) -> list[dict[str, Any]]:
+    """Each field of a config class as the launch form shows it: name, type, default, allowed
+    values and help, read from the class itself so no page copies a default."""
+    help_text = _field_help(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        hints = {}
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        if dataclasses.is_dataclass(default) and not isinstance(default, type):
+            default = dataclasses.asdict(default)
+        types_ = sorted({t.__name__ for t in _allowed_types(hints.get(f.name, object))})
+        rule = rule_for(cls, f.name)
+        out.append({"name": f.name, "type": types_, "default": default, "help": help_text.get(f.name, ""),
+                    "min": rule.low if rule else None, "max": rule.high if rule else None,
+                    "min_exclusive": bool(rule and rule.low_open),
+                    "choices": list(rule.choices) if rule and rule.choices else None,
+                    "nullable": "NoneType" in types_})
+    return out

@@ -75,6 +75,15 @@ def start_worker(tmp_dir: Path, *, queues: str = "gpu,default", extra_env: dict 
     raise RuntimeError(f"celery worker did not report in 60 s:\n{worker.output()[-3000:]}")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_counters():
+    """Throttle counters live in the shared cache (a file cache that outlives the run): each test
+    starts with none, so one test's failed sign-ins do not throttle the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def celery_worker(transactional_db, tmp_path):
     """A real worker process for one test (data must be committed: transactional_db)."""

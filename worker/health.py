@@ -11,6 +11,8 @@ from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from config.errors import public_text
+
 
 def _check_database() -> dict:
     with connection.cursor() as cursor:
@@ -47,7 +49,9 @@ def _check_default_model() -> dict:
                                       "run `python manage.py bootstrap`"}
     path = settings.ARTIFACTS_ROOT / version.path
     if not (path / "config.json").is_file():
-        return {"ok": False, "error": f"model files missing at {path}; run `python manage.py bootstrap`"}
+        # The path relative to the artifacts folder: /healthz is anonymous.
+        return {"ok": False, "error": f"model files missing for version {version.id} ({version.path} in the "
+                                      "artifacts folder); run `python manage.py bootstrap`"}
     return {"ok": True, "id": version.id, "name": version.name}
 
 
@@ -68,5 +72,5 @@ def healthz(request):
         except Exception as exc:  # each part reports its own failure; the others still run
             parts[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}".strip()}
     failed = [name for name, part in parts.items() if not part["ok"]]
-    body = {"status": "ok" if not failed else "unhealthy", "failed": failed, "checks": parts}
+    body = {"status": "ok" if not failed else "unhealthy", "failed": failed, "checks": public_text(parts)}
     return JsonResponse(body, status=200 if not failed else 503)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import BaseParser, FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApplicationError, NotFound
+from config.parsers import JSONParser
 
 from ..models import Round
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
@@ -62,12 +64,28 @@ class ProjectDetailView(APIView):
 
 
 class NDJSONParser(BaseParser):
-    """Hands the body through as bytes; the import service parses it line by line."""
+    """Hands the request through unread; the import service streams it line by line."""
 
     media_type = "application/x-ndjson"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return stream.read() if stream is not None else b""
+        return stream if stream is not None else []
+
+
+def _capped(lines, limit: int):
+    """The lines of an import body, refused with a 413 once more than `limit` bytes arrived (a
+    chunked body has no Content-Length to check up front)."""
+    seen = 0
+    for line in lines:
+        seen += len(line)
+        if seen > limit:
+            raise _too_large(limit)
+        yield line
+
+
+def _too_large(limit: int) -> ApplicationError:
+    return ApplicationError(f"The import is larger than the limit of {limit} bytes (RLHF_IMPORT_MAX_BYTES); "
+                            "split the file.", code="body_too_large", status=413)
 
 
 class ProjectImportView(APIView):
@@ -78,24 +96,32 @@ class ProjectImportView(APIView):
         request={"multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}},
                  "application/x-ndjson": OpenApiTypes.STR},
         parameters=[OpenApiParameter("round", int, description="put the imported tasks in this round")],
-        responses={201: s.ImportReply},
+        responses={201: s.ImportReply, 413: None},
         summary="Import prompts (and tasks) from JSONL, all or nothing (admin)",
     )
     def post(self, request, project_id: int):
+        limit = settings.RLHF_IMPORT_MAX_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:  # refused before a byte of the body is read
+            raise _too_large(limit)
         project = project_get(project_id=project_id)
         round_obj = None
         if request.query_params.get("round"):
-            round_obj = Round.objects.filter(pk=request.query_params["round"], project=project).first()
+            round_id = s.IdField().run_validation(request.query_params["round"])
+            round_obj = Round.objects.filter(pk=round_id, project=project).first()
             if round_obj is None:
-                raise NotFound(f"round {request.query_params['round']} is not a round of project {project.pk}")
-        if isinstance(request.data, bytes):
-            lines = request.data.splitlines()
+                raise NotFound(f"round {round_id} is not a round of project {project.pk}")
+        if request.content_type.startswith(NDJSONParser.media_type):
+            lines = request.data
         elif "file" in request.FILES:
             lines = request.FILES["file"]
         else:
             raise ApplicationError('send a JSONL file as multipart field "file" or an application/x-ndjson body',
                                    code="invalid_import")
-        result = prompts_import(project=project, lines=lines, round=round_obj)
+        result = prompts_import(project=project, lines=_capped(lines, limit), round=round_obj)
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import NotFound
+from config.throttle import Throttled, counter_hit
 
 from ..models import Prompt, RankingTask
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
+from ..roles import is_admin
+from ..selectors.projects import project_get
 from ..selectors.tasks import task_as_shown, tasks_remaining_for
-from ..services.demonstrations import demonstration_create
+from ..selectors.writing import prompt_to_write
+from ..services.demonstrations import demonstration_create, prompt_offer_make
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
 from ..services.rankings import pairs_from_groups, ranking_revise, ranking_submit
 from ..services.tasks import task_gold_set
@@ -111,12 +116,47 @@ class DemonstrationCreateView(APIView):
     @extend_schema(request=s.DemonstrationRequest, responses={201: s.DemonstrationReply},
                    summary="Write the ideal response to a prompt, or an improved edit of a response")
     def post(self, request, prompt_id: int):
+        _demonstration_rate_check(request.user)
         data = s.DemonstrationRequest(data=request.data)
         data.is_valid(raise_exception=True)
         prompt = Prompt.objects.filter(pk=prompt_id).first()
         if prompt is None:
             raise NotFound(f"prompt {prompt_id} does not exist")
         demo = demonstration_create(prompt=prompt, annotator=request.user, text=data.validated_data["text"],
-                                    based_on_response_id=data.validated_data["based_on_response"])
+                                    based_on_response_id=data.validated_data["based_on_response"],
+                                    offer=data.validated_data["offer"])
         return Response({"id": demo.pk, "response": demo.response_id, "prompt": prompt.pk,
                          "based_on_response": demo.response.parent_response_id}, status=status.HTTP_201_CREATED)
+
+
+def _demonstration_rate_check(user) -> None:
+    """RLHF_DEMONSTRATIONS_PER_HOUR per annotator (admins are not limited)."""
+    limit = settings.RLHF_DEMONSTRATIONS_PER_HOUR
+    if not limit or is_admin(user):
+        return
+    window = counter_hit(f"demonstrations:{user.pk}", window_seconds=3600)
+    if window.count > limit:
+        raise Throttled(f"at most {limit} demonstrations an hour; try again in {window.retry_after} s",
+                        retry_after=window.retry_after)
+
+
+class WritingNextView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(parameters=[OpenApiParameter("prompt", int, description="this prompt, if it is the project's"),
+                               OpenApiParameter("after", int, description="the next one after this prompt id")],
+                   responses={200: s.WritingOut, 204: None},
+                   summary="The next prompt to write an ideal answer for, with its offer")
+    def get(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+
+        def number(name: str) -> int | None:
+            raw = request.query_params.get(name)
+            return s.IdField().run_validation(raw) if raw else None
+
+        prompt = prompt_to_write(project=project, annotator=request.user, wanted=number("prompt"),
+                                 after=number("after"))
+        if prompt is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"prompt": {"id": prompt.pk, "messages": prompt.as_messages()},
+                         "offer": prompt_offer_make(prompt=prompt, annotator=request.user)})

@@ -3,8 +3,10 @@
 from .projects import Project, Prompt, Round, prompt_content_hash
 from .rankings import Demonstration, Pair, Ranking
 from .tasks import Lease, RankingTask, Response, TaskResponse
+from .tokens import ApiToken
 
 __all__ = [
+    "ApiToken",
     "Demonstration",
     "Lease",
     "Pair",

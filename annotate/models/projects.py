@@ -9,6 +9,13 @@ from django.db import models
 from django.db.models import Q
 
 
+class VisibleProjects(models.Manager):
+    """Projects as everyone sees them: without the hidden staging projects of running imports."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(import_target__isnull=True)
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
@@ -19,10 +26,20 @@ class Project(models.Model):
     # How a self-running round turns rankings into a policy, and whether an admin signs it off.
     policy_algorithm = models.CharField(max_length=8, choices=[("ppo", "PPO"), ("dpo", "DPO")], default="ppo")
     require_approval = models.BooleanField(default=False)
+    # Off: images in model output that would load from another site are shown as links (an image
+    # from anywhere is a beacon that tells its server each time a task is shown).
+    allow_remote_images = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set on the hidden project an import writes into, batch by batch, before its rows move to
+    # this target in one short transaction (services/imports.py). No one else sees such a project.
+    import_target = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    objects = VisibleProjects()
+    all_objects = models.Manager()
 
     class Meta:
         ordering = ["id"]
+        base_manager_name = "all_objects"
         constraints = [
             models.CheckConstraint(condition=Q(responses_per_task__gte=2, responses_per_task__lte=8),
                                    name="project_responses_per_task_2_8"),

@@ -119,6 +119,8 @@ class Lease(models.Model):
     shown_order = models.JSONField(default=list)
     expires_at = models.DateTimeField()
     skip_reason = models.TextField(blank=True)
+    # When the lease was last handed out (a reactivated lease starts again): heartbeats cannot
+    # keep it past created_at + RLHF_LEASE_MAX_SECONDS.
     created_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
 

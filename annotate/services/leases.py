@@ -100,9 +100,9 @@ def _lease_next_once(project_id: int, annotator, now: datetime) -> Lease | None:
         task_id, reactivate = claimed
         order = sql.task_response_ids(task_id)
         random.SystemRandom().shuffle(order)  # shown order, per annotator, against position bias
-        expires = now + lease_duration()
+        expires = now + min(lease_duration(), timedelta(seconds=settings.RLHF_LEASE_MAX_SECONDS))
         if reactivate:
-            sql.lease_reactivate(task_id, annotator.pk, order, expires)
+            sql.lease_reactivate(task_id, annotator.pk, order, expires, now)
             return Lease.objects.get(task_id=task_id, annotator=annotator)
         fields = {"project_id": project_id, "task_id": task_id, "annotator_id": annotator.pk,
                   "status": Lease.Status.ACTIVE, "shown_order": order, "expires_at": expires,
@@ -149,13 +149,24 @@ def lease_check_live(lease: Lease, now: datetime) -> None:
         raise Conflict(f"lease {lease.pk} is already {lease.status}", code=f"lease_{lease.status}")
 
 
+def lease_deadline(lease: Lease) -> datetime:
+    """The latest a lease may live, heartbeats included (RLHF_LEASE_MAX_SECONDS from when it was
+    handed out): one annotator cannot hold a task, and so keep a round from finishing, forever."""
+    return lease.created_at + timedelta(seconds=settings.RLHF_LEASE_MAX_SECONDS)
+
+
 @transaction.atomic
 def lease_heartbeat(*, lease_id: int, annotator, now: datetime | None = None) -> Lease:
-    """Push a live lease's expiry forward; a lease that already expired cannot be revived."""
+    """Push a live lease's expiry forward, never past its deadline; a lease that already expired
+    cannot be revived."""
     now = now or timezone.now()
     lease = _own_lease(lease_id, annotator)
     lease_check_live(lease, now)
-    lease.expires_at = now + lease_duration()
+    deadline = lease_deadline(lease)
+    if deadline <= now:
+        raise Conflict(f"lease {lease.pk} reached its longest life ({settings.RLHF_LEASE_MAX_SECONDS} s) at "
+                       f"{deadline.isoformat()}; ask for the next task again", code="lease_expired")
+    lease.expires_at = min(now + lease_duration(), deadline)
     lease.save(update_fields=["expires_at"])
     return lease
 

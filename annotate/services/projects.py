@@ -44,7 +44,7 @@ def project_create(*, name: str, slug: str | None = None, guidelines: str = "", 
 
 
 UPDATABLE = ("name", "guidelines", "responses_per_task", "rankings_per_task", "allow_ties", "policy_algorithm",
-             "require_approval")
+             "require_approval", "allow_remote_images")
 
 
 @transaction.atomic

@@ -124,13 +124,15 @@ def task_response_ids(task_id: int) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def lease_reactivate(task_id: int, annotator_id: int, order: list[int], expires: datetime) -> None:
+def lease_reactivate(task_id: int, annotator_id: int, order: list[int], expires: datetime, now: datetime) -> None:
+    """Hand an expired lease out again: it starts afresh (created_at is when it was last handed
+    out, which the lease's lifetime cap counts from)."""
     shown_order = Lease._meta.get_field("shown_order").get_db_prep_save(order, connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {LEASE} SET status = 'active', shown_order = %s, expires_at = %s, ended_at = NULL "
-            "WHERE task_id = %s AND annotator_id = %s",
-            [shown_order, _datetime_in(expires), task_id, annotator_id])
+            f"UPDATE {LEASE} SET status = 'active', shown_order = %s, expires_at = %s, created_at = %s, "
+            "ended_at = NULL WHERE task_id = %s AND annotator_id = %s",
+            [shown_order, _datetime_in(expires), _datetime_in(now), task_id, annotator_id])
 
 
 def lease_lock(lease_id: int) -> Lease | None:

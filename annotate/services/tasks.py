@@ -45,13 +45,15 @@ def _response_from_spec(prompt: Prompt, spec: dict, index: int) -> Response:
                     model_name=spec.get("model_name") or "", sampling=sampling_normalize(spec.get("sampling")))
 
 
-def tasks_bulk_insert(*, project: Project, round: Round | None, items: Sequence[tuple[Prompt, list[Response], int | None]]
-                      ) -> list[RankingTask]:
+def tasks_bulk_insert(*, project: Project, round: Round | None, items: Sequence[tuple[Prompt, list[Response], int | None]],
+                      closed: bool = False) -> list[RankingTask]:
     """Insert many tasks with a few bulk statements. Each item is (saved prompt, unsaved responses,
-    gold index); the caller has validated them and holds the transaction."""
+    gold index); the caller has validated them and holds the transaction. `closed` tasks are out
+    of the open-task queue (all their slots claimed) until the caller opens them."""
     responses = [r for _, rs, _ in items for r in rs]
     Response.objects.bulk_create(responses, batch_size=2000)
     tasks = [RankingTask(project=project, round=round, prompt=prompt, rankings_needed=project.rankings_per_task,
+                         claimed=project.rankings_per_task if closed else 0,
                          gold_response=rs[gold] if gold is not None else None)
              for prompt, rs, gold in items]
     RankingTask.objects.bulk_create(tasks, batch_size=2000)

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotate.models import Lease
+from annotate.models import ApiToken, Lease
+from annotate.services.tokens import api_token_create, token_key_hash
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +20,7 @@ NDJSON = "application/x-ndjson"
 def client_for(user=None) -> APIClient:
     client = APIClient()
     if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     return client
 
 
@@ -82,7 +82,8 @@ MATRIX = [
      lambda w: {"response": w["next"]["task"]["responses"][0]["id"]}, "json",
      dict(anon=401, annotator=403, other=403, admin=200)),
     ("demonstration", "post", lambda w: f"/api/prompts/{w['next']['task']['prompt_id']}/demonstrations",
-     lambda w: {"text": "An ideal answer."}, "json", dict(anon=401, annotator=201, other=201, admin=201)),
+     # "other" was never shown the prompt (issue #15: demonstrations only for prompts shown)
+     lambda w: {"text": "An ideal answer."}, "json", dict(anon=401, annotator=201, other=403, admin=201)),
 ]
 
 
@@ -106,8 +107,10 @@ def test_permission_matrix(world, role, name, method, path, body, content_type, 
 def test_token_endpoint(admin):
     client = APIClient()
     ok = client.post("/api/auth/token", {"username": admin.username, "password": "correct-horse-9"}, format="json")
-    assert ok.status_code == 200 and ok.json()["token"] == Token.objects.get(user=admin).key
-    me = client_for(admin).get("/api/me").json()
+    assert ok.status_code == 200
+    key = ok.json()["token"]
+    assert ApiToken.objects.get(user=admin).key_hash == token_key_hash(key)
+    me = APIClient(HTTP_AUTHORIZATION=f"Token {key}").get("/api/me").json()
     assert me["role"] == "admin"
     bad = client.post("/api/auth/token", {"username": admin.username, "password": "nope"}, format="json")
     assert_error_shape(bad, 400, "invalid_credentials")

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from annotate.models import Lease, Pair, Ranking, RankingTask, Response
 from annotate.selectors.projects import round_is_complete
-from annotate.services.demonstrations import demonstration_create
+from annotate.services.demonstrations import demonstration_create, prompt_offer_make
 from annotate.services.leases import lease_heartbeat, task_lease_next, task_skip
 from annotate.services.projects import project_create, round_create
 from annotate.services.rankings import pairs_from_groups, ranking_submit, ranking_validate
@@ -314,6 +314,7 @@ def test_demonstration_written_or_edited(make_project, make_tasks, annotators):
     project = make_project()
     [task] = make_tasks(project, 1)
     a = annotators[0]
+    task_lease_next(project=project, annotator=a)  # shown the prompt, so may write for it
     demo = demonstration_create(prompt=task.prompt, annotator=a, text="The ideal answer.")
     assert demo.response.source == "human" and demo.response.author == a
     base = response_ids(task)[0]
@@ -321,7 +322,8 @@ def test_demonstration_written_or_edited(make_project, make_tasks, annotators):
     assert edit.response.parent_response_id == base
     other = make_tasks(project, 1)[0]
     with pytest.raises(ApplicationError, match="not a response to prompt"):
-        demonstration_create(prompt=other.prompt, annotator=a, text="x", based_on_response_id=base)
+        demonstration_create(prompt=other.prompt, annotator=a, text="x", based_on_response_id=base,
+                             offer=prompt_offer_make(prompt=other.prompt, annotator=a))
     with pytest.raises(ApplicationError, match="non-empty"):
         demonstration_create(prompt=task.prompt, annotator=a, text="  ")
 

@@ -49,3 +49,15 @@ def test_app_services_wait_for_healthy_database_and_broker():
     for name in ("web", "worker-gpu", "worker-default"):
         deps = SERVICES[name]["depends_on"]
         assert deps["postgres"]["condition"] == deps["redis"]["condition"] == "service_healthy"
+
+
+def test_no_fixed_database_password():
+    # Issue #15: the password comes from the operator's .env, and the stack refuses to start without one.
+    assert SERVICES["postgres"]["environment"]["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
+    url = SERVICES["web"]["environment"]["DATABASE_URL"]
+    assert url == "postgres://rlhf:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}@postgres:5432/rlhf"
+
+
+def test_the_tls_proxy_settings_are_passed_through():
+    env = SERVICES["web"]["environment"]
+    assert {"RLHF_HTTPS", "RLHF_PROXY_SSL_HEADER", "RLHF_CLIENT_IP_HEADER"} <= set(env)

@@ -44,6 +44,8 @@ def page(browser, live_server):
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Anything the Content-Security-Policy refused (an inline script, a remote resource) fails the test.
+    pg.on("console", lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None)
     pg.js_errors = errors
     yield pg
     context.close()
@@ -70,6 +72,18 @@ def make_user(transactional_db):
         return user_create(username=username, password=PASSWORD, role=role)
 
     return make
+
+
+def wait_for(page, expression: str, arg=None, timeout: float = 15.0) -> None:
+    """page.wait_for_function without its in-page eval, which our CSP (no 'unsafe-eval') refuses:
+    the expression is polled from here through the driver, which the page's CSP does not govern."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        page.wait_for_timeout(50)
 
 
 def login(page, username: str, password: str = PASSWORD) -> None:

@@ -75,7 +75,7 @@ def test_admin_creates_project_imports_exports_and_manages_annotators(page, make
     page.get_by_label("Username").fill("newbie")
     page.get_by_label("Password").fill("a-long-password")
     page.get_by_role("button", name="Create user").click()
-    page.locator("#users").get_by_text("newbie").wait_for()
+    page.locator("#users").get_by_role("cell", name="newbie", exact=True).wait_for()
     assert get_user_model().objects.filter(username="newbie").exists()
     page.get_by_label("Username").fill("newbie")
     page.get_by_label("Password").fill("a-long-password")

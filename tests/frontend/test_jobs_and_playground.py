@@ -13,7 +13,7 @@ from django.conf import settings
 
 from tests.tiny_model import build_tiny_model
 
-from .conftest import login
+from .conftest import login, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -66,7 +66,7 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
     page.get_by_role("button", name="Launch").click()
     page.wait_for_url("**/manage/jobs/*")
     page.locator("#state .badge", has_text="succeeded").wait_for(timeout=120_000)
-    page.wait_for_function("document.querySelector('.chart-box[data-metric=loss]').dataset.points === '24'")
+    wait_for(page, "() => document.querySelector('.chart-box[data-metric=loss]').dataset.points === '24'")
     assert page.get_by_role("progressbar", name="Job progress").get_attribute("aria-valuenow") == "100"
     assert page.locator("#progress-steps").inner_text() == "24 / 24 steps"
     page.locator("canvas").first.scroll_into_view_if_needed()

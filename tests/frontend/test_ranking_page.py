@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import login
+from .conftest import login, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -17,7 +17,7 @@ def shown_ids(page) -> list[int]:
 
 
 def wait_for_next_task(page, previous_ids: list[int]) -> None:
-    page.wait_for_function(
+    wait_for(page,
         "prev => { const ids = [...document.querySelectorAll('#responses .response')].map(e => Number(e.dataset.id));"
         " return ids.length && ids.join() !== prev.join() || !document.getElementById('empty').hidden; }",
         arg=previous_ids)
@@ -79,7 +79,7 @@ def test_annotator_ranks_by_keyboard_and_mouse_and_skips(page, make_user, make_t
     ids = shown_ids(page)
     order = page.locator("#order li")
     order.nth(2).drag_to(order.nth(0), target_position={"x": 20, "y": 3})
-    page.wait_for_function("id => document.querySelector('#order li').dataset.id === String(id)", arg=ids[2])
+    wait_for(page, "id => document.querySelector('#order li').dataset.id === String(id)", arg=ids[2])
     screenshot(page, "04-rank-nway-dragged")
     current = [int(x) for x in page.eval_on_selector_all("#order li", "els => els.map(e => e.dataset.id)")]
     page.get_by_role("button", name="Submit").click()
@@ -165,8 +165,8 @@ def test_heartbeats_keep_the_lease_and_an_expired_lease_says_so(page, make_user,
     notice = page.locator("#notice")
     notice.wait_for()
     assert "ran out" in notice.inner_text() and "nothing was saved" in notice.inner_text()
-    page.wait_for_function("!document.getElementById('workspace').classList.contains('loading')"
-                           " && !document.querySelector('#pair-choices [aria-pressed=true]')")
+    wait_for(page, "() => !document.getElementById('workspace').classList.contains('loading')"
+                   " && !document.querySelector('#pair-choices [aria-pressed=true]')")
     screenshot(page, "08-rank-lease-expired")
     assert Ranking.objects.filter(annotator=annotator).count() == 1
     # The task went back to the pool and came back to the page under a new, live lease.

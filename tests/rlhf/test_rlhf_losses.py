@@ -135,9 +135,19 @@ def test_dpo_loss_by_hand():
                             torch.tensor([-1.5]), beta=0.1)
     assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.1))))
     assert cr.item() == pytest.approx(0.05) and rr.item() == pytest.approx(-0.05)
-    ipo, _, _ = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]),
-                         torch.tensor([-1.5]), beta=0.1, kind="ipo")
-    assert ipo.item() == pytest.approx((1.0 - 5.0) ** 2)
+
+
+
+def test_ipo_loss_uses_the_per_token_mean_log_ratio():
+    # Chosen: summed log-ratio 0.5 over 2 tokens; rejected: -0.5 over 4 tokens.
+    ipo, cr, rr = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]),
+                           torch.tensor([-1.5]), beta=0.1, kind="ipo", chosen_tokens=torch.tensor([2.0]),
+                           rejected_tokens=torch.tensor([4.0]))
+    assert ipo.item() == pytest.approx((0.25 + 0.125 - 1 / (2 * 0.1)) ** 2)
+    assert cr.item() == pytest.approx(0.025) and rr.item() == pytest.approx(-0.0125)
+    with pytest.raises(ValueError, match="ipo loss needs"):
+        dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5]),
+                 beta=0.1, kind="ipo")
 
 
 def test_token_losses_on_uniform_logits():

@@ -107,3 +107,85 @@ def test_bundled_smollm2_loads_with_its_own_pad():
         pytest.skip("bundled SmolLM2-135M-Instruct not converted on this machine")
     model, tok = load_policy(path)
     assert tok.pad_token == "<|endoftext|>" and model.config.pad_token_id == tok.pad_token_id
+
+
+def test_reward_model_saved_as_a_lora_adapter_loads_everywhere(tmp_path):
+    """lora.merge=false once wrote a reward model that PPO, evaluation and the next round could not
+    load (no config.json in an adapter directory)."""
+    from rlhf_testkit import keyword_pairs
+
+    from rlhf.ppo import PPOConfig, train_ppo
+    from rlhf.reward import RewardConfig, train_reward_model
+
+    base = save_tiny_base(tmp_path / "base")
+    lora = {"r": 4, "alpha": 8, "merge": False}
+    cfg = RewardConfig(learning_rate=5e-3, epochs=1, batch_size=8, precision="fp32", device="cpu", lora=lora)
+    result = train_reward_model(cfg, keyword_pairs(32, 0), base, tmp_path / "rm", eval_pairs=keyword_pairs(16, 1))
+    assert (tmp_path / "rm" / "adapter_config.json").is_file()
+    rm = load_reward_model(result.out_dir)
+    assert rm.std == pytest.approx(result.metrics["score_std"])
+    # The loaded model reproduces the held-out scores the stage measured.
+    from rlhf.data import encode_pairs
+    from rlhf.reward import evaluate_pairs
+
+    held, _ = encode_pairs(rm.tokenizer, keyword_pairs(16, 1), cfg.max_length, True)
+    again = evaluate_pairs(rm.model, held, rm.tokenizer.pad_token_id, cfg, torch.device("cpu"))
+    assert again["eval_margin"] == pytest.approx(result.metrics["eval_margin"], abs=1e-4)
+    # PPO (with a critic from it) and the next round's reward model both start from it.
+    ppo = PPOConfig(iterations=1, rollout_batch_size=4, mini_batch_size=4, ppo_epochs=1, precision="fp32",
+                    device="cpu", critic="reward_model", sampling={"strategy": "multinomial", "max_new_tokens": 4})
+    assert train_ppo(ppo, [{"prompt": "the cat"}] * 4, base, result.out_dir, tmp_path / "ppo").out_dir
+    nxt = train_reward_model(RewardConfig(max_steps=1, batch_size=4, eval_fraction=0, precision="fp32",
+                                          device="cpu"), keyword_pairs(8, 2), result.out_dir, tmp_path / "rm2")
+    assert load_reward_model(nxt.out_dir).model.score.weight.shape == (1, 64)
+
+
+def test_a_policy_adapter_is_a_reward_model_base(tmp_path):
+    from rlhf.lora import LoraOptions, apply_lora
+
+    base = save_tiny_base(tmp_path / "base")
+    policy, tok = load_policy(base)
+    policy = apply_lora(policy, LoraOptions(r=4, alpha=8, merge=False))
+    for name, p in policy.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    out = save_model_dir(policy, tok, tmp_path / "adapter", stage="ppo", config={}, metrics={}, summary={},
+                         merge_lora=False)
+    merged, _ = load_policy(out)
+    rm = load_reward_model(out)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.allclose(rm.model.state_dict()[q], merged.state_dict()[q])
+    assert not torch.allclose(merged.state_dict()[q], load_policy(base)[0].state_dict()[q])
+
+
+def test_critic_from_the_reward_model_starts_in_normalised_units(tmp_path):
+    from rlhf.models import RewardModel, critic_from_reward_model
+
+    rm = load_reward_model(save_tiny_base(tmp_path / "base"))
+    torch.nn.init.normal_(rm.model.score.weight, std=1.0)
+    rm = RewardModel(rm.model, rm.tokenizer, mean=3.0, std=2.5)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    mask = torch.ones_like(ids)
+    critic = critic_from_reward_model(rm)
+    expected = (token_scores(rm.model, ids, mask) - 3.0) / 2.5
+    assert torch.allclose(token_scores(critic, ids, mask), expected, atol=1e-5)
+    assert critic is not rm.model and rm.model.score.bias is None  # the reward model is untouched
+
+
+def test_value_and_reward_heads_run_in_fp32_under_bf16_autocast():
+    tok = tiny_tokenizer()
+    lm = tiny_causal_lm(tok)
+    pv = PolicyWithValue(lm).eval()
+    with torch.no_grad():
+        pv.value_head.weight.normal_(std=1.0).add_(1.0)
+        pv.value_head.bias.fill_(0.1234567)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, values = pv(ids, mask, response_len=3)
+        hidden = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1][:, 2:5]
+        only_values = pv.values(ids, mask, response_len=3)
+    expected = hidden.float() @ pv.value_head.weight.float().T + pv.value_head.bias
+    assert values.dtype == torch.float32
+    assert torch.allclose(values, expected.squeeze(-1), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(only_values, values, atol=1e-5)

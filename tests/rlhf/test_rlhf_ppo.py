@@ -70,7 +70,7 @@ def prompts(n: int = 64) -> list[dict]:
 
 def ppo_config(**overrides) -> PPOConfig:
     kwargs = dict(iterations=20, rollout_batch_size=32, mini_batch_size=16, ppo_epochs=2, learning_rate=3e-3,
-                  precision="fp32", device="cpu", kl_coef=0.05,
+                  precision="fp32", device="cpu", kl_coef=0.05, lora=None,
                   sampling={"strategy": "multinomial", "temperature": 1.0, "max_new_tokens": 8})
     kwargs.update(overrides)
     return PPOConfig(**kwargs)
@@ -143,3 +143,38 @@ def test_ppo_with_reward_model_and_its_critic(sft_policy, tmp_path):
     assert len(result.history) == 2 and result.out_dir
     with pytest.raises(ValueError, match="exactly one"):
         train_ppo(cfg, prompts(), sft_policy, rm_dir, tmp_path / "x", scorer=YES)
+
+
+@pytest.mark.parametrize("sampling", [
+    {"strategy": "top_k", "top_k": 20}, {"strategy": "top_p", "top_p": 0.9}, {"strategy": "greedy"}])
+def test_ppo_refuses_rollouts_that_do_not_sample_the_policy(sampling, tmp_path):
+    cfg = PPOConfig(sampling=sampling)
+    with pytest.raises(ValueError, match="multinomial"):
+        cfg.validate()
+    with pytest.raises(ValueError, match="multinomial"):
+        train_ppo(cfg, prompts(4), tmp_path / "unused", None, tmp_path / "ppo", scorer=YES)
+
+
+def test_ppo_accepts_plain_sampling_at_a_temperature():
+    cfg = PPOConfig(sampling={"strategy": "multinomial", "temperature": 0.7}).validate().sampling_config()
+    assert (cfg.strategy, cfg.temperature) == ("multinomial", 0.7)
+    # top_p at 1 is plain sampling (round configs written before this rule say so).
+    assert PPOConfig(sampling={"strategy": "top_p", "top_p": 1.0}).sampling_config().strategy == "multinomial"
+
+
+def test_adaptive_kl_horizon_scales_with_the_run():
+    cfg = PPOConfig(iterations=20, rollout_batch_size=8, kl_target=6.0)
+    assert cfg.horizon() == 32
+    ctl = KLController(0.05, cfg.kl_target, cfg.horizon())
+    for _ in range(cfg.iterations):
+        ctl.update(30.0, cfg.rollout_batch_size)  # KL far above target all run long
+    assert ctl.coef > 0.05 * 2  # beta can move within one run (10,000 samples moved it by 0.3%)
+    assert PPOConfig(kl_horizon=500).horizon() == 500
+
+
+def test_lora_is_the_cpu_default_and_full_weights_the_gpu_one():
+    cfg = PPOConfig()
+    assert cfg.lora_for(torch.device("cpu")).target_modules == "all-linear"
+    assert cfg.lora_for(torch.device("cuda")) is None
+    assert cfg.learning_rate_for(cfg.lora_for(torch.device("cpu"))) > cfg.learning_rate_for(None)
+    assert PPOConfig(lora=None).lora_for(torch.device("cpu")) is None

@@ -192,3 +192,70 @@ def test_stop_strings_cut_the_text(tiny):
     assert g.text == text[: text.find(stop)] and g.finish_reason == "stop"
     assert "".join(generate_stream(model, tok, "the dog", SamplingConfig(
         strategy="greedy", max_new_tokens=12, stop=[stop]))) == g.text
+
+
+def test_top_p_of_one_is_no_filter_on_a_full_size_vocabulary():
+    # A peaked row over SmolLM2's 49,152 tokens: the fp32 running sum reaches 1.0 long before the
+    # tail, which once dropped ~35k tokens a row at top_p = 1.0.
+    logits = torch.randn(4, 49152, generator=torch.Generator().manual_seed(0)) * 5
+    assert torch.isfinite(top_p_filter(logits, 1.0)).all()
+    cfg = SamplingConfig(strategy="top_p", top_p=1.0)
+    assert torch.equal(filter_logits(logits, cfg), logits / cfg.temperature)
+
+
+class _CharTokenizer:
+    """Ids are character codes; 0 is EOS. Enough for the text/ids bookkeeping of a Generation."""
+
+    eos_token_id = 0
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids if i != 0 or not skip_special_tokens)
+
+
+def _batch(ids: list[int], eos: bool):
+    from rlhf.sampling import TokenBatch
+
+    t = torch.tensor([ids])
+    return TokenBatch(prompt_ids=t[:, :1], prompt_mask=torch.ones(1, 1, dtype=torch.long), response_ids=t,
+                      response_mask=torch.ones_like(t), logprobs=torch.zeros(t.shape, dtype=torch.float),
+                      ended_with_eos=torch.tensor([eos]))
+
+
+def test_a_stop_string_before_eos_ends_the_ids_and_the_usage():
+    from rlhf.sampling import _to_generation
+
+    tok = _CharTokenizer()
+    ids = [ord(c) for c in "ab.cd"] + [0]  # stop string "." then more text, then EOS
+    g = _to_generation(tok, _batch(ids, eos=True), 0, prompt_len=1, stop=["."])
+    assert g.text == "ab" and g.finish_reason == "stop"
+    assert g.token_ids == [ord("a"), ord("b")] and g.completion_tokens == 2
+    plain = _to_generation(tok, _batch(ids, eos=True), 0, prompt_len=1, stop=[])
+    assert plain.text == "ab.cd" and plain.token_ids == ids and plain.completion_tokens == 6
+    cut = _to_generation(tok, _batch(ids[:-1], eos=False), 0, prompt_len=1, stop=["."])
+    assert cut.token_ids == [ord("a"), ord("b")] and cut.finish_reason == "stop"
+
+
+def test_stream_returns_the_generation_generate_makes(tiny):
+    model, tok = tiny
+    for cfg in (SamplingConfig(strategy="top_k", top_k=20, max_new_tokens=12, seed=5),
+                SamplingConfig(strategy="greedy", max_new_tokens=3)):
+        full = generate(model, tok, ["the dog"], cfg)[0][0]
+        stream = generate_stream(model, tok, "the dog", cfg)
+        deltas = []
+        while True:
+            try:
+                deltas.append(next(stream))
+            except StopIteration as end:
+                final = end.value
+                break
+        assert "".join(deltas) == final.text == full.text
+        assert (final.token_ids, final.finish_reason, final.completion_tokens, final.prompt_tokens) == (
+            full.token_ids, full.finish_reason, full.completion_tokens, full.prompt_tokens)
+
+
+def test_plain_prompts_can_be_wrapped_as_a_user_turn(tiny):
+    model, tok = tiny
+    cfg = SamplingConfig(strategy="greedy", max_new_tokens=4)
+    wrapped = generate(model, tok, ["hello"], cfg, wrap_plain=True)[0][0]
+    chat = generate(model, tok, [[{"role": "user", "content": "hello"}]], cfg)[0][0]
+    assert (wrapped.token_ids, wrapped.prompt_tokens) == (chat.token_ids, chat.prompt_tokens)

@@ -129,3 +129,54 @@ def test_sft_with_lora_saves_an_adapter_or_merged_weights(tmp_path):
     q = "model.layers.0.self_attn.q_proj.weight"
     assert torch.allclose(a.state_dict()[q], m.state_dict()[q], atol=1e-6)
     assert not torch.equal(m.state_dict()[q], b.state_dict()[q])
+
+
+def test_reward_eval_holds_out_prompts_and_reports_consensus(tmp_path):
+    from test_rlhf_data import ranking_pairs
+
+    base = save_tiny_base(tmp_path / "base")
+    rows = ranking_pairs(40, 2)
+    cfg = RewardConfig(learning_rate=1e-3, max_steps=1, batch_size=8, eval_fraction=0.25, **FAST)
+    m = train_reward_model(cfg, rows, base, tmp_path / "rm").metrics
+    assert m["eval_pairs"] == 10 * 6 * 2 and m["train_pairs"] == 30 * 6 * 2
+    # Two annotators who each ranked at random agree on about half the pairs: the rest tie.
+    assert 0 < m["eval_consensus_pairs"] < 60
+    assert "eval_accuracy" in m and "eval_note" not in m
+    few = train_reward_model(cfg, rows[:24], base, tmp_path / "few").metrics  # 2 prompts -> 1 held out
+    assert few["eval_pairs"] == 12 and "eval_accuracy" in few
+    tiny = train_reward_model(cfg, ranking_pairs(2, 1), base, tmp_path / "tiny").metrics
+    assert tiny["eval_pairs"] == 6 and "eval_accuracy" not in tiny and "too few" in tiny["eval_note"]
+
+
+def test_default_reward_loss_puts_no_margin_on_the_weakest_preference(tmp_path):
+    # Pairs the service exports carry margin = groups apart - 1, and margins are off by default: the
+    # first loss of a fresh head is ~log 2 whatever the margins.
+    base = save_tiny_base(tmp_path / "base")
+    pairs = keyword_pairs(16, 0)
+    losses = []
+    for margin in (0, 1, 3):
+        cfg = RewardConfig(learning_rate=0.0, max_steps=1, batch_size=16, eval_fraction=0, **FAST)
+        res = train_reward_model(cfg, [{**p, "margin": margin} for p in pairs], base, tmp_path / f"m{margin}")
+        losses.append(res.history[0]["loss"])
+    assert losses[0] == pytest.approx(losses[1]) == pytest.approx(losses[2])
+    assert losses[0] == pytest.approx(0.693, abs=0.05)
+    assert not RewardConfig().use_margin
+
+
+def test_stages_train_with_dropout_off(tmp_path):
+    from rlhf_testkit import tiny_config
+    from transformers import LlamaForCausalLM
+
+    from rlhf.stage import stage_start
+
+    tok = tiny_tokenizer()
+    model = LlamaForCausalLM(tiny_config(tok, attention_dropout=0.5))
+    model.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+    for head in ("lm", "score"):
+        stage = stage_start(SFTConfig(**FAST), tmp_path / "base", head=head)
+        ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11]])
+        a = stage.model(input_ids=ids).logits
+        b = stage.model(input_ids=ids).logits
+        assert torch.equal(a, b), head
+        assert a.requires_grad  # still trainable

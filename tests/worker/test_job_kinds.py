@@ -76,3 +76,16 @@ def test_generate_job_makes_tasks_with_lineage(project_and_policy):
     assert len(responses) == 3
     assert {r.model_version_id for r in responses} == {policy.pk}
     assert responses[0].sampling["strategy"] == "greedy" and responses[0].sampling["max_new_tokens"] == 4
+
+
+@pytest.mark.django_db
+def test_reward_pairs_carry_their_prompt_and_margin_from_adjacent_zero(project_and_policy):
+    from worker.services.job_runner import _pair_rows
+
+    project, annotator, _ = project_and_policy
+    job = training_job_launch(project=project, kind="reward_model", config=FAST)
+    rows = _pair_rows(job)
+    prompts = {p.pk for p in Prompt.objects.filter(project=project)}
+    assert len(rows) == 4 and {r["prompt_id"] for r in rows} == prompts
+    assert all(r["margin"] == 0 for r in rows)  # two groups, adjacent: the weakest preference
+    assert all(r["annotator"] == annotator.username and r["chosen_id"] != r["rejected_id"] for r in rows)

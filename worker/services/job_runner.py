@@ -316,8 +316,14 @@ def _pair_rows(job: TrainingJob) -> list[dict]:
 
     rows = []
     for row in pairs_rows(project=job.project, ids=job.inputs["pair_ids"]):
+        # The ids let the stage hold out whole prompts and count annotators' consensus. The stored
+        # margin is groups apart (>= 1); the stage gets groups apart - 1, so adjacent responses,
+        # the weakest preference, carry no margin.
+        margin = row.get("margin")
         rows.append({"prompt": row["prompt"], "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"]),
-                     "margin": row.get("margin")})
+                     "margin": max(0, margin - 1) if margin is not None else None,
+                     "prompt_id": row["prompt_id"], "task_id": row["task"], "annotator": row["annotator"],
+                     "chosen_id": row["chosen_id"], "rejected_id": row["rejected_id"]})
     return rows
 
 

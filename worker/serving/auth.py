@@ -11,6 +11,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 
 from annotate.roles import is_admin
 from config.errors import ApplicationError
+from config.throttle import auth_failure_record, auth_failures_check
 
 from ..services.keys import api_key_verify
 from .errors import OpenAIError
@@ -40,9 +41,14 @@ def v1_caller(request: HttpRequest) -> Caller:
             raise OpenAIError("The Authorization header must be 'Bearer <API key>'.", status=401,
                               code="invalid_api_key")
         try:
-            key = api_key_verify(raw_key=token.strip())
+            auth_failures_check(request)  # an address that keeps failing is refused before the lookup
+            try:
+                key = api_key_verify(raw_key=token.strip())
+            except ApplicationError:
+                auth_failure_record(request)
+                raise
         except ApplicationError as exc:
-            raise OpenAIError(exc.message, status=exc.status, code=exc.code) from None
+            raise OpenAIError(exc.message, status=exc.status, code=exc.code, headers=exc.headers) from None
         # The hash, not the id: ids can come back after a database reset, hashes do not.
         return Caller(rate_key=f"key:{key.hashed_key[:24]}", api_key_id=key.pk)
     user = getattr(request, "user", None)

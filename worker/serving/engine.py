@@ -206,8 +206,7 @@ class LoadedModel:
 
         try:
             with self.lock:
-                recorder = _DecodeRecorder(self.tokenizer)
-                deltas = sampling.generate_stream(self.model, recorder, prompt, config)
+                deltas = sampling.generate_stream(self.model, self.tokenizer, prompt, config)
                 while True:
                     if cancelled.is_set():
                         deltas.close()
@@ -215,45 +214,11 @@ class LoadedModel:
                     try:
                         items.put(next(deltas))
                     except StopIteration as end:
-                        final = end.value
+                        final = end.value  # the stream's Generation: usage and finish reason
                         break
-            items.put(self._stream_end(prompt, config, recorder, final))
+            items.put(StreamEnd(final.finish_reason, final.prompt_tokens, final.completion_tokens))
         except BaseException as exc:
             items.put(exc)
-
-    def _stream_end(self, prompt: str | list, config: Any, recorder: _DecodeRecorder, final: Any) -> StreamEnd:
-        prompt_tokens = self.prompt_length(prompt)
-        if final is not None and hasattr(final, "finish_reason"):  # a generate_stream that reports its Generation
-            return StreamEnd(final.finish_reason, prompt_tokens, final.completion_tokens)
-        # Otherwise the last ids it decoded are the completion: counted as generate() counts them,
-        # the EOS token included when the model emitted one.
-        tokens = len(recorder.last_ids)
-        if any(s in recorder.last_text for s in config.stop):
-            return StreamEnd("stop", prompt_tokens, tokens)
-        if tokens >= config.max_new_tokens:
-            return StreamEnd("length", prompt_tokens, tokens)
-        return StreamEnd("stop", prompt_tokens, tokens + 1)
-
-
-class _DecodeRecorder:
-    """A tokenizer that remembers what it decoded last. generate_stream decodes the whole completion
-    so far at every step and yields only text; the last decode tells how many tokens it made."""
-
-    def __init__(self, tokenizer: Any):
-        self._tokenizer = tokenizer
-        self.last_ids: list[int] = []
-        self.last_text = ""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tokenizer, name)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._tokenizer(*args, **kwargs)
-
-    def decode(self, ids: Any, *args: Any, **kwargs: Any) -> str:
-        self.last_ids = list(ids)
-        self.last_text = self._tokenizer.decode(ids, *args, **kwargs)
-        return self.last_text
 
 
 # ---- the process-wide cache ---------------------------------------------------------------------

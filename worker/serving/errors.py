@@ -15,6 +15,7 @@ TYPES = {
     403: "permission_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
+    413: "invalid_request_error",
     429: "requests",
     500: "server_error",
     502: "server_error",
@@ -36,7 +37,10 @@ class OpenAIError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        from config.errors import public_text  # no server paths in answers
+
+        return {"error": {"message": public_text(self.message), "type": self.type, "param": self.param,
+                          "code": self.code}}
 
     def response(self) -> JsonResponse:
         response = JsonResponse(self.body(), status=self.status)

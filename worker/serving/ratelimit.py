@@ -1,17 +1,12 @@
 """Per-caller request limit of /v1 (RLHF_API_RATE_LIMIT requests a minute), counted in the shared
-cache so every web process counts against the same budget.
-
-A fixed one-minute window: one counter per caller and minute, cheap and exact on Redis (INCR is
-atomic); the file cache's increment is read-then-write, so concurrent processes may undercount by
-a little, which a limit meant against runaway scripts tolerates.
-"""
+cache so every web process counts against the same budget (config/throttle.py: a fixed
+one-minute window, counted atomically on every cache backend)."""
 
 from __future__ import annotations
 
-import time
-
 from django.conf import settings
-from django.core.cache import cache
+
+from config.throttle import counter_hit
 
 from .errors import OpenAIError
 
@@ -23,16 +18,8 @@ def rate_limit_hit(*, rate_key: str) -> None:
     limit = settings.RLHF_API_RATE_LIMIT
     if not limit:
         return
-    now = time.time()
-    window = int(now // WINDOW_SECONDS)
-    counter = f"rlhf:v1-rate:{rate_key}:{window}"
-    cache.add(counter, 0, timeout=WINDOW_SECONDS * 2)
-    try:
-        count = cache.incr(counter)
-    except ValueError:  # expired between add and incr
-        cache.set(counter, 1, timeout=WINDOW_SECONDS * 2)
-        count = 1
-    if count > limit:
-        retry = int(WINDOW_SECONDS - now % WINDOW_SECONDS) + 1
+    window = counter_hit(f"v1-rate:{rate_key}", window_seconds=WINDOW_SECONDS)
+    if window.count > limit:
         raise OpenAIError(f"Rate limit reached: {limit} requests per minute for this key. Try again in "
-                          f"{retry} s.", status=429, code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
+                          f"{window.retry_after} s.", status=429, code="rate_limit_exceeded",
+                          headers={"Retry-After": str(window.retry_after)})

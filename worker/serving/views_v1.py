@@ -10,10 +10,11 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from config.errors import ApplicationError
+from config.errors import ApplicationError, body_too_large_message
 
 from .auth import v1_caller
 from .engine import StreamEnd, loaded_model_get
@@ -44,8 +45,10 @@ def openai_endpoint(*methods: str) -> Callable:
                 return view(request, *args, **kwargs)
             except OpenAIError as exc:
                 return exc.response()
+            except RequestDataTooBig:
+                return OpenAIError(body_too_large_message(), status=413, code="body_too_large").response()
             except ApplicationError as exc:
-                return OpenAIError(exc.message, status=exc.status, code=exc.code).response()
+                return OpenAIError(exc.message, status=exc.status, code=exc.code, headers=exc.headers).response()
             except Exception:
                 log.exception("model API request failed")
                 return OpenAIError("The server had an error while processing your request.", status=500,

@@ -40,13 +40,19 @@ class Command(BaseCommand):
         username, password = self._admin()
         self._demo_project(version)
         self.stdout.write(f"ready in {time.monotonic() - started:.1f} s")
+        # The address run_service will serve on (RLHF_BIND), and the generated password only on
+        # the run that made it: logs of later starts do not carry it.
+        where = f"log in at http://{settings.RLHF_BIND}/ as {username!r}"
         if password:
             self.stdout.write(self.style.SUCCESS(
-                f"log in at http://127.0.0.1:8000/ as {username!r} with password {password!r} "
-                f"(also saved in {settings.DATA_DIR / 'admin_password'})"))
+                f"{where} with password {password!r} (shown this once; kept in "
+                f"{settings.DATA_DIR / 'admin_password'}, readable by you only)"))
+        elif settings.ENV_ADMIN_PASSWORD:
+            self.stdout.write(self.style.SUCCESS(f"{where} (password from RLHF_ADMIN_PASSWORD)"))
         else:
-            self.stdout.write(self.style.SUCCESS(f"log in at http://127.0.0.1:8000/ as {username!r} "
-                                                 "(password from RLHF_ADMIN_PASSWORD)"))
+            self.stdout.write(self.style.SUCCESS(
+                f"{where} (the password printed when the account was made; kept in "
+                f"{settings.DATA_DIR / 'admin_password'})"))
 
     def _base_model(self):
         from worker.bundled import SMOLLM2, fetch_gguf
@@ -77,9 +83,7 @@ class Command(BaseCommand):
         user = User.objects.filter(username=username).first()
         password_file = settings.DATA_DIR / "admin_password"
         if user is not None:
-            if env_password:
-                return username, None
-            return username, password_file.read_text().strip() if password_file.is_file() else None
+            return username, None
         password = env_password or secrets.token_urlsafe(12)
         User.objects.create_superuser(username=username, email="", password=password)
         if env_password:

@@ -17,10 +17,10 @@ from django.db import connection
 
 
 class Command(BaseCommand):
-    help = "Run gunicorn on 127.0.0.1:8000 and a Celery worker (queues gpu, default) until Ctrl-C."
+    help = "Run gunicorn on RLHF_BIND (127.0.0.1:8000) and a Celery worker (queues gpu, default) until Ctrl-C."
 
     def add_arguments(self, parser):
-        parser.add_argument("--bind", default=os.environ.get("RLHF_BIND", "127.0.0.1:8000"))
+        parser.add_argument("--bind", default=settings.RLHF_BIND, help="host:port (default: RLHF_BIND)")
         parser.add_argument("--web-workers", type=int, default=2)
         parser.add_argument("--threads", type=int, default=8)
 

@@ -1,11 +1,11 @@
 // One job, live: progress (steps, stage, ETA), the few charts that tell whether the run is
 // healthy, the other metrics grouped and folded away, constants as a table, a result summary,
 // logs, cancel.
-import { api, fmtMetric, h, showError, toast } from "./api.js";
+import { api, fmtMetric, h, pageData, showError, toast } from "./api.js";
 import { badge, FINAL, jobDuration, producedLink, progressBar, progressParts } from "./jobs_common.js";
 
 const $ = (id) => document.getElementById(id);
-const jobId = window.JOB_ID;
+const jobId = pageData("job-id"); // data, not an inline script: the CSP runs only our own files
 const Chart = window.Chart;
 
 // Per kind, the charts to look at first: what should rise, fall or stay steady in a healthy run.

@@ -5,7 +5,33 @@ const $ = (id) => document.getElementById(id);
 
 async function loadUsers() {
   const users = items(await api("/api/users"));
-  $("users").replaceChildren(...users.map((u) => h("tr", {}, h("td", {}, u.username), h("td", {}, u.role))));
+  $("users").replaceChildren(...users.map((u) => h("tr", {},
+    h("td", {}, u.username), h("td", {}, u.role),
+    h("td", {}, u.is_active ? "active" : h("span", { class: "badge failed" }, "deactivated")),
+    h("td", {},
+      // The user's name is in each button's text for screen readers (not an aria-label, which
+      // would make these buttons labels of the "Password" field's kind).
+      h("button", { type: "button", class: u.is_active ? "danger" : "",
+        onclick: () => updateUser(u, { is_active: !u.is_active }, u.is_active ? `Deactivate ${u.username}? Their tokens are revoked and they are signed out.` : null) },
+        u.is_active ? "Deactivate" : "Reactivate", h("span", { class: "visually-hidden" }, ` ${u.username}`)), " ",
+      h("button", { type: "button", onclick: () => resetPassword(u) }, "Reset password",
+        h("span", { class: "visually-hidden" }, ` of ${u.username}`))))));
+}
+
+async function updateUser(user, change, question) {
+  if (question && !confirm(question)) return;
+  try {
+    await api(`/api/users/${user.id}`, { method: "PATCH", body: change });
+    toast("User updated");
+    loadUsers();
+  } catch (err) {
+    showError($("users-error"), err);
+  }
+}
+
+function resetPassword(user) {
+  const password = prompt(`New password for ${user.username} (at least 8 characters). Their tokens and sessions end.`);
+  if (password) updateUser(user, { password });
 }
 
 $("user-form").addEventListener("submit", async (e) => {

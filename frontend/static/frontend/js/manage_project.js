@@ -16,6 +16,7 @@ $("settings-form").addEventListener("submit", async (e) => {
     responses_per_task: Number(form.responses_per_task.value),
     rankings_per_task: Number(form.rankings_per_task.value),
     allow_ties: form.allow_ties.checked,
+    allow_remote_images: form.allow_remote_images.checked,
     policy_algorithm: form.policy_algorithm.value,
     require_approval: form.require_approval.checked,
     guidelines: form.guidelines.value,

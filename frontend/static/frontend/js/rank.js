@@ -3,10 +3,11 @@
 // revise the last ranking while its task is open.
 import { api, clearErrorOnEdit, h, pageData, showError, toast } from "./api.js";
 import { promptOf, renderMessages } from "./chat.js";
-import { renderMarkdown } from "./markdown.js";
+import { allowRemoteImages, renderMarkdown } from "./markdown.js";
 import Sortable from "../vendor/sortable.esm.js";
 
 const project = pageData("page-data");
+allowRemoteImages(project.allow_remote_images);
 const $ = (id) => document.getElementById(id);
 const LETTERS = "ABCDEFGH";
 

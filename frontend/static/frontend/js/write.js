@@ -2,9 +2,10 @@
 // confirms on the next prompt's page.
 import { api, clearErrorOnEdit, h, pageData, showError } from "./api.js";
 import { renderMessages } from "./chat.js";
-import { renderMarkdown } from "./markdown.js";
+import { allowRemoteImages, renderMarkdown } from "./markdown.js";
 
 const data = pageData("page-data");
+allowRemoteImages(data.allow_remote_images);
 const $ = (id) => document.getElementById(id);
 const SAVED_KEY = "rlhf.write.saved";
 
@@ -22,7 +23,7 @@ async function save() {
   if (!text.trim()) return showError($("error"), new Error("Write an answer first."));
   $("save").disabled = true;
   try {
-    await api(`/api/prompts/${data.prompt.id}/demonstrations`, { method: "POST", body: { text, based_on_response: null } });
+    await api(`/api/prompts/${data.prompt.id}/demonstrations`, { method: "POST", body: { text, based_on_response: null, offer: data.prompt.offer } });
     // The next prompt is a new page (the server picks it): the confirmation travels with it.
     sessionStorage.setItem(SAVED_KEY, String(data.prompt.id));
     window.location.assign(window.location.pathname);
