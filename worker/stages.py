@@ -136,7 +136,9 @@ def build_config(kind: str, stored: dict):
 def planned_steps(kind: str, config: dict, n_examples: int) -> int | None:
     """How many steps a job of `kind` will report, known before anything loads: a generate job's
     responses (prompts × responses per prompt), PPO's iterations, one evaluation, or the supervised
-    loop's batches over the training part of the held-out split (its size depends only on the count)."""
+    loop's batches over the training part of the held-out split. For the supervised stages it is a
+    plan: the split is by prompt and pairs too long for max_length are dropped, so the stage's first
+    step may correct it (exact when each prompt has one example and none is too long)."""
     if kind == "generate":
         return n_examples * int(config.get("responses_per_prompt", GENERATE_EXTRA["responses_per_prompt"]))
     if kind == "evaluate":

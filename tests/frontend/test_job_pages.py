@@ -28,7 +28,7 @@ RM = {"batch_size": 2, "max_steps": 5, "epochs": 3, "eval_fraction": 0.34, "prec
 def project(transactional_db):
     from tests.worker.factories import project_with_pairs, register_policy
 
-    project, _ = project_with_pairs(slug=f"jobpage-{uuid.uuid4().hex[:6]}", n_tasks=6)
+    project, _ = project_with_pairs(slug=f"jobpage-{uuid.uuid4().hex[:6]}", n_tasks=30)  # 10 held out
     register_policy(build_tiny_model(settings.ARTIFACTS_ROOT / "test-base" / uuid.uuid4().hex[:8]), project=project)
     return project
 

@@ -189,14 +189,16 @@ function showResult(job) {
   const rows = [];
   const made = producedLink(job);
   if (made) rows.push(row("Produced", made));
-  if (out.examples !== undefined) rows.push(row("Trained on", `${out.examples} examples`));
+  if (out.examples !== undefined) rows.push(row("Data", `${out.examples} examples (held-out ones included)`));
   if (out.policy) rows.push(row("Sampled from", h("a", { href: `/manage/models#model-${out.policy}` }, `policy #${out.policy}`)));
   rows.push(row("Duration", jobDuration(job)));
   const metrics = out.metrics || out.evaluation || {};
   const first = kind === "evaluate" ? Object.keys(metrics) : SUMMARY[kind] || [];
   for (const name of first) if (metrics[name] !== undefined) rows.push(row(label(name), fmtMetric(metrics[name])));
+  // A stage's note says why a number is missing (too few held-out pairs for an accuracy).
+  for (const [name, value] of Object.entries(metrics)) if (name.endsWith("note") && typeof value === "string") rows.push(row("Note", value));
   $("result-rows").replaceChildren(...rows);
-  const rest = Object.entries(metrics).filter(([k, v]) => !first.includes(k) && !BOOKKEEPING.has(k) && (typeof v === "number" || typeof v === "string"));
+  const rest = Object.entries(metrics).filter(([k, v]) => !first.includes(k) && !BOOKKEEPING.has(k) && !k.endsWith("note") && (typeof v === "number" || typeof v === "string"));
   $("result-all").replaceChildren(...rest.sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => row(label(k), fmtMetric(v))));
   $("result-more").hidden = !rest.length;
   $("result").hidden = false;
