@@ -2,6 +2,6 @@
 
 from .jobs import JobLog, JobMetric, TrainingJob
 from .keys import APIKey
-from .registry import ModelVersion, WorkerHeartbeat
+from .registry import ModelPromotion, ModelVersion, WorkerHeartbeat
 
-__all__ = ["APIKey", "JobLog", "JobMetric", "ModelVersion", "TrainingJob", "WorkerHeartbeat"]
+__all__ = ["APIKey", "JobLog", "JobMetric", "ModelPromotion", "ModelVersion", "TrainingJob", "WorkerHeartbeat"]
