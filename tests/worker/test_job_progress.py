@@ -97,6 +97,12 @@ def test_generate_counts_responses_prompts_times_n(project, writes):
     assert _first_seen(writes) == ["loading model", "generating"]
     assert [p["step"] for p in writes if p["eta_basis"] == "this run"] == [4, 6]
     assert job.progress["step"] == 6
+    # Each response says how it ended; 3 new tokens from a random tiny model end at the limit.
+    from annotate.models import Response
+
+    reasons = list(Response.objects.filter(prompt_id__in=prompts).values_list("sampling", flat=True))
+    assert len(reasons) == 6 and all(r["finish_reason"] in ("stop", "length") for r in reasons)
+    assert any(r["finish_reason"] == "length" for r in reasons)
 
 
 @pytest.mark.django_db
