@@ -72,7 +72,7 @@ def test_counts_refresh_after_import_and_prompts_can_be_browsed(page, make_user,
     page.locator("#counts [data-count=rankings]", has_text="2").wait_for(timeout=10_000)  # the 5 s refresh
     screenshot(page, "60-project-browser")
 
-    page.get_by_label("Show").select_option("without_tasks")
+    page.get_by_label("Show", exact=True).select_option("without_tasks")
     page.get_by_text("No prompt matches.").wait_for()  # "planet" is still in the search box
     page.get_by_label("Search").fill("")
     page.get_by_role("button", name="Search").click()
