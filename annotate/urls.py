@@ -24,6 +24,7 @@ urlpatterns = [
     path("projects/<id:project_id>/writing/next", tasks.WritingNextView.as_view(), name="writing-next"),
     path("leases/<id:lease_id>/heartbeat", tasks.HeartbeatView.as_view(), name="lease-heartbeat"),
     path("projects/<id:project_id>/tasks/remaining", tasks.RemainingView.as_view(), name="tasks-remaining"),
+    path("projects/<id:project_id>/rankings/last", tasks.LastRankingView.as_view(), name="ranking-last"),
     path("tasks/<id:task_id>/rankings", tasks.RankingCreateView.as_view(), name="task-rankings"),
     path("rankings/<id:ranking_id>/revise", tasks.RankingReviseView.as_view(), name="ranking-revise"),
     path("tasks/<id:task_id>/skip", tasks.SkipView.as_view(), name="task-skip"),

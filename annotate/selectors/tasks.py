@@ -1,11 +1,12 @@
-"""What an annotator is shown for a leased task, and how many tasks are left for them."""
+"""What an annotator is shown for a leased task, how many tasks are left for them, and their last
+ranking (which the ranking page offers to revise)."""
 
 from __future__ import annotations
 
 from django.db import connection
 from django.db.models import Exists, F, OuterRef
 
-from ..models import Lease, Prompt, RankingTask, Response, TaskResponse
+from ..models import Lease, Prompt, Ranking, RankingTask, Response, TaskResponse
 from ..services.queue_sql import json_out
 
 
@@ -37,3 +38,19 @@ def tasks_remaining_for(*, project_id: int, annotator) -> int:
                  .exclude(Exists(theirs)).count())
     held = Lease.objects.filter(project_id=project_id, annotator=annotator, status=Lease.Status.ACTIVE).exists()
     return untouched + int(held)
+
+
+def last_ranking_for(*, project_id: int, annotator) -> dict | None:
+    """The annotator's newest live ranking in the project, with its task as they were shown it and
+    whether it can still be revised (its round has not moved on to training)."""
+    from ..services.rankings import OPEN_ROUND_STAGES
+
+    ranking = (Ranking.objects.live().filter(project_id=project_id, annotator=annotator)
+               .select_related("task__round").order_by("-id").first())
+    if ranking is None:
+        return None
+    round_obj = ranking.task.round
+    return {"id": ranking.pk, "groups": ranking.groups, "flags": ranking.flags, "rationale": ranking.rationale,
+            "created_at": ranking.created_at, "revises": ranking.revises_id,
+            "revisable": round_obj is None or round_obj.status in OPEN_ROUND_STAGES,
+            "task": task_as_shown(Lease(task_id=ranking.task_id, shown_order=ranking.shown_order))}

@@ -176,3 +176,19 @@ def test_revision_and_remaining_through_the_api(make_project, make_tasks, annota
                        format="json").status_code == 404
     assert APIClient().post(url, {"ranking": [[i] for i in ids]}, format="json").status_code in (401, 403)
     assert Lease.objects.get(pk=nxt["lease"]["id"]).status == "submitted"
+
+
+def test_last_ranking_through_the_api_survives_a_reload(make_project, make_tasks, annotators):
+    project = make_project(responses_per_task=3)
+    make_tasks(project, 2, responses=3)
+    ann = annotators[0]
+    client = APIClient()
+    client.force_authenticate(ann)
+    assert client.get(f"/api/projects/{project.pk}/rankings/last").status_code == 204
+    ranking = rank(project, ann)
+    last = client.get(f"/api/projects/{project.pk}/rankings/last").json()
+    assert last["id"] == ranking.pk and last["groups"] == ranking.groups and last["revisable"] is True
+    assert [r["id"] for r in last["task"]["responses"]] == ranking.shown_order
+    assert set(last["task"]["responses"][0]) == {"id", "text", "truncated"}  # blind, as when ranked
+    revised, _ = ranking_revise(ranking_id=ranking.pk, annotator=ann, groups=ranking.groups[::-1])
+    assert client.get(f"/api/projects/{project.pk}/rankings/last").json()["id"] == revised.pk

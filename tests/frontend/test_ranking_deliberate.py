@@ -113,6 +113,11 @@ def test_annotator_revises_the_last_ranking_while_the_task_is_open(page, make_us
     assert list(Pair.objects.live().filter(annotator=annotator).values_list("winner_id", flat=True)) == [ids[0]]
     screenshot(page, "53-rank-revised")
 
+    # After a reload the page still offers the revision (the API keeps the last ranking).
+    page.reload()
+    assert shown_ids(page) == current
+    page.get_by_role("button", name="Revise my last ranking").wait_for()
+
     # Once the round moves on to training, its rankings are final: the page says so.
     round_transition(round=round_obj, to="reward_model")
     page.keyboard.press("z")

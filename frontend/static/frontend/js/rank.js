@@ -518,5 +518,25 @@ document.addEventListener("keydown", (e) => {
   if (handled) e.preventDefault();
 });
 
+// After a reload the page still knows the last ranking, so it can still be revised.
+function pairChoice(task, groups, flags) {
+  if (groups.length === 1) return flags.includes("both_bad") ? "bad" : "tie";
+  return groups[0][0] === task.responses[0].id ? "A" : "B";
+}
+
+async function restoreLastRanking() {
+  if (state.lastRanking) return;
+  try {
+    const last = await api(`/api/projects/${project.id}/rankings/last`);
+    if (!last || !last.revisable || state.lastRanking) return;
+    const { task } = last;
+    state.lastRanking = { id: last.id, task, prompt: promptOf(task), groups: last.groups, flags: last.flags,
+      rationale: last.rationale, choice: task.responses.length === 2 ? pairChoice(task, last.groups, last.flags) : null };
+    $("revise-last").hidden = Boolean(state.revising);
+    $("empty-revise").hidden = false;
+  } catch { /* nothing to revise */ }
+}
+
 if ($("guidelines")) renderMarkdown($("guidelines"), project.guidelines);
 loadNext();
+restoreLastRanking();
