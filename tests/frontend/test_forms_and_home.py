@@ -10,13 +10,14 @@ from .conftest import login
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_project_title_on_home_is_a_link_to_ranking(page, make_user, make_task):
+def test_project_title_on_home_is_a_link_to_ranking(page, make_user, make_task, screenshot):
     from annotate.services.projects import project_create
 
     make_user("rita")
     project = project_create(name="Helpful answers")
     make_task(project, "What is 2 + 2?", ["4", "5"])
     login(page, "rita")
+    screenshot(page, "42-annotator-home")
     page.get_by_role("link", name="Helpful answers").click()
     page.wait_for_url(f"**/projects/{project.pk}/rank")
     page.locator("#responses .response").first.wait_for()
