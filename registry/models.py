@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -30,6 +31,8 @@ class ModelVersion(models.Model):
     info = models.JSONField(default=dict, blank=True, help_text="architecture, parameter count, dtype")
     promoted = models.BooleanField(default=False)
     promoted_at = models.DateTimeField(null=True, blank=True)
+    # Archived versions are hidden from lists and pickers; their files stay until deleted on purpose.
+    archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -45,3 +48,25 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind} #{self.pk})"
+
+
+class ModelPromotion(models.Model):
+    """One period a policy was the one its project served: from promoted_at until ended_at (None
+    while it still is). "Roll back" offers only versions with such a period."""
+
+    project = models.ForeignKey("annotate.Project", on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="promotions")
+    promoted_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    rollback = models.BooleanField(default=False, help_text="the version had been served before")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The history agrees with the rule on ModelVersion: one served policy per project.
+            models.UniqueConstraint(fields=["project"], condition=Q(ended_at__isnull=True),
+                                    name="one_open_promotion_per_project"),
+        ]
+

@@ -11,4 +11,5 @@ urlpatterns = [
     path("models/import", views.ModelImportView.as_view(), name="model-import"),
     path("models/<id:model_id>", views.ModelDetailView.as_view(), name="model-detail"),
     path("models/<id:model_id>/promote", views.ModelPromoteView.as_view(), name="model-promote"),
+    path("models/<id:model_id>/archive", views.ModelArchiveView.as_view(), name="model-archive"),
 ]

@@ -1,5 +1,6 @@
-"""How a stage talks to whoever runs it: a progress callback after every step, a stop question
-asked inside every loop, and the exception a loop raises when the answer is yes."""
+"""How a stage talks to whoever runs it: a progress callback after every step, a stage callback
+when it moves to another phase of its work, a stop question asked inside every loop, and the
+exception a loop raises when the answer is yes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 
 OnStep = Callable[[dict[str, Any]], None]
 ShouldStop = Callable[[], bool]
+# Called with what the stage does now: "training", "evaluating", "generating", "scoring",
+# "updating", "saving". Separate from on_step, which its callers count as one call per step.
+OnStage = Callable[[str], None]
 
 
 class StopRequested(Exception):
@@ -18,3 +22,8 @@ class StopRequested(Exception):
 def check_stop(should_stop: ShouldStop | None) -> None:
     if should_stop is not None and should_stop():
         raise StopRequested()
+
+
+def stage_begins(on_stage: OnStage | None, label: str) -> None:
+    if on_stage is not None:
+        on_stage(label)

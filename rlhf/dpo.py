@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import EncodedPair, collate_pairs, encode_pairs, split_eval
 from rlhf.losses import dpo_loss
@@ -54,7 +55,8 @@ def all_pair_logprobs(model: Any, pairs: list[EncodedPair], pad_id: int, config:
 
 
 def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir: str | Path,
-              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
+              on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
+              on_stage: OnStage | None = None) -> StageResult:
     """DPO from the `policy` directory (usually the SFT model) on pairs, saved to out_dir; prompts are
     held out whole, and pairs whose responses do not fit max_length with their EOS are dropped."""
     check_new_output(out_dir)
@@ -92,9 +94,11 @@ def train_dpo(config: DPOConfig, pairs: list[dict], policy: str | Path, out_dir:
                 "eval_margin": (cr - rr).mean().item(), "eval_pairs": len(held)}
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device, eval_fn=evaluate,
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
+                              on_stage=on_stage)
     if outcome.cancelled:
         return cancelled_result(outcome)
+    stage_begins(on_stage, "saving")
     metrics = {**final_metrics(outcome), "dropped_truncated": dropped + dropped_held}
     return stage_save(stage, outcome, out_dir, name="dpo", metrics=metrics,
                       summary=data_summary(pairs, train=len(train), eval=len(held)))

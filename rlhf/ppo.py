@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from rlhf.callbacks import StopRequested, check_stop
+from rlhf.callbacks import OnStage, StopRequested, check_stop, stage_begins
 from rlhf.checkpoints import (
     check_new_output,
     data_summary,
@@ -202,7 +202,7 @@ def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig,
 
 def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward_model: str | Path | None,
               out_dir: str | Path, scorer: str | dict | Scorer | None = None, on_step: OnStep | None = None,
-              should_stop: ShouldStop | None = None) -> StageResult:
+              should_stop: ShouldStop | None = None, on_stage: OnStage | None = None) -> StageResult:
     """PPO on prompts [{"prompt", "reference"?}] from the `policy` directory (usually the SFT model),
     rewarded by the reward model directory or by a scorer; the policy is saved to out_dir.
 
@@ -297,15 +297,18 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
         prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
                       for p in prompt_texts]
         try:
+            stage_begins(on_stage, "generating")
             rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
                                       prompts=prompt_texts, prompt_ids=prompt_ids,
                                       references=[p.get("reference") for p in picked], sampling=sampling,
                                       generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
-                                      config=config, autocast_ctx=ctx, should_stop=should_stop)
+                                      config=config, autocast_ctx=ctx, should_stop=should_stop,
+                                      on_stage=on_stage)
             beta = kl_ctl.coef
             add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
                            lam=config.lam, whiten_rewards=config.whiten_rewards)
             t_update = time.perf_counter()
+            stage_begins(on_stage, "updating")
             stats = _update(actor, critic, rollout, config, sampling.temperature, params, optimizer, scheduler,
                             shuffle, ctx, should_stop)
         except StopRequested:
@@ -326,6 +329,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
             save_state(iteration + 1)
 
     final = history[-1] if history else {}
+    stage_begins(on_stage, "saving")
     saved = save_model_dir(actor.policy, tokenizer, out_path(out_dir), stage="ppo", config=config,
                            metrics=final, base=str(policy),
                            summary=data_summary(prompts, reward_model=str(reward_model) if reward_model else None,

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import EncodedPair, collate_pairs, consensus_pairs, encode_pairs, split_eval
 from rlhf.losses import pairwise_loss
@@ -88,7 +89,7 @@ def evaluate_pairs(model: Any, pairs: list[EncodedPair], pad_id: int, config: Re
 
 def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path, out_dir: str | Path,
                        on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
-                       eval_pairs: list[dict] | None = None) -> StageResult:
+                       eval_pairs: list[dict] | None = None, on_stage: OnStage | None = None) -> StageResult:
     """Train a reward model on pairs [{"prompt", "chosen", "rejected", "margin"?, "prompt_id"?,
     "chosen_id"?, "rejected_id"?}] from `base` (a causal LM directory, e.g. the SFT model, or an
     earlier reward model) and save it to out_dir.
@@ -118,9 +119,11 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_pairs(model, held, pad, config, device, consensus),
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
+                              on_stage=on_stage)
     if outcome.cancelled:
         return cancelled_result(outcome)
+    stage_begins(on_stage, "saving")
     # Score statistics over the training pairs: PPO divides by them so rewards start at unit scale.
     c, r = score_pairs(model, train[:256], pad, config, device)
     both = torch.cat([c, r])

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from rlhf.callbacks import ShouldStop
+from rlhf.callbacks import OnStage, ShouldStop, stage_begins
 from rlhf.losses import gae, kl_penalty, masked_whiten, per_token_rewards
 from rlhf.models import (
     RewardModel,
@@ -78,7 +78,7 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
                     sampling: SamplingConfig, generator: torch.Generator | None, eos_ids: list[int],
                     reward_model: RewardModel | None, scorer: Scorer | None, config: Any,
                     autocast_ctx: Callable[[], contextlib.AbstractContextManager],
-                    should_stop: ShouldStop | None = None) -> Rollout:
+                    should_stop: ShouldStop | None = None, on_stage: OnStage | None = None) -> Rollout:
     """Generate, score and evaluate one batch; `reference(ids, mask, T)` gives the reference logits.
     `should_stop` is asked at every decoded token (StopRequested)."""
     policy = actor.policy
@@ -90,6 +90,7 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
     lengths = batch.response_mask.sum(-1)
     texts = [tokenizer.decode(batch.response_ids[i, : int(n) - int(batch.ended_with_eos[i])].tolist(),
                               skip_special_tokens=True) for i, n in enumerate(lengths)]
+    stage_begins(on_stage, "scoring")
     with autocast_ctx():
         raw = score_responses(prompts, texts, references, reward_model=reward_model, scorer=scorer,
                               max_length=config.max_length, wrap_plain=config.wrap_plain_prompts)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import Encoded, collate_sft, encode_pair_side, split_eval, split_messages
 from rlhf.models import autocast, labelled_token_logits
@@ -51,7 +52,8 @@ def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTCo
 
 
 def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: str | Path,
-              on_step: OnStep | None = None, should_stop: ShouldStop | None = None) -> StageResult:
+              on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
+              on_stage: OnStage | None = None) -> StageResult:
     """Fine-tune `base` on demonstrations [{"prompt", "response"} | {"messages"}] and save to out_dir."""
     check_new_output(out_dir)
     stage = stage_start(config, base)
@@ -68,8 +70,10 @@ def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: st
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device,
                               eval_fn=lambda: evaluate_sft(model, held, pad, config, device),
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir)
+                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
+                              on_stage=on_stage)
     if outcome.cancelled:
         return cancelled_result(outcome)
+    stage_begins(on_stage, "saving")
     return stage_save(stage, outcome, out_dir, name="sft", metrics=final_metrics(outcome),
                       summary=data_summary(data, train=len(train), eval=len(held)))

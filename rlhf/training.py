@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from rlhf.callbacks import OnStep, ShouldStop, StopRequested
+from rlhf.callbacks import OnStage, OnStep, ShouldStop, StopRequested, stage_begins
 from rlhf.checkpoints import (
     load_trainable_state,
     load_training_state,
@@ -139,7 +139,8 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
                     step_fn: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]], *,
                     device: torch.device, eval_fn: Callable[[], dict[str, Any]] | None = None,
                     on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
-                    model: torch.nn.Module | None = None, out_dir: str | Path | None = None) -> LoopOutcome:
+                    model: torch.nn.Module | None = None, out_dir: str | Path | None = None,
+                    on_stage: OnStage | None = None) -> LoopOutcome:
     """Run epochs of shuffled batches through step_fn(indices) -> (loss, metrics with "tokens").
 
     Each step's metrics go to on_step; should_stop is asked before every step. With `model` and
@@ -177,6 +178,7 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch_rng": epoch_rng,
                 "epoch": epoch, "batch": batch, "step": step, "history": history, "last_eval": last_eval})
 
+    stage_begins(on_stage, "training")
     for epoch in range(start_epoch, config.epochs):
         epoch_rng = rng.getstate()  # the order of this epoch is drawn from here, on resume too
         for b, idx in enumerate(batches(n_examples, config.batch_size, rng)):
@@ -198,8 +200,10 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
                       "step_time_s": elapsed, "elapsed_s": time.perf_counter() - start, **metrics}
             record["tokens_per_s"] = metrics.get("tokens", 0) / max(elapsed, 1e-9)
             if eval_fn is not None and config.eval_every and step % config.eval_every == 0 and step < total:
+                stage_begins(on_stage, "evaluating")
                 last_eval = eval_fn()
                 record.update(last_eval)
+                stage_begins(on_stage, "training")
             history.append(record)
             if on_step is not None:
                 on_step(dict(record))
@@ -208,6 +212,7 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
     if not history:
         raise ValueError("no optimizer step was taken: nothing to save")
     if eval_fn is not None:
+        stage_begins(on_stage, "evaluating")
         last_eval = eval_fn()
     return LoopOutcome(history, False, last_eval)
 

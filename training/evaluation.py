@@ -32,7 +32,7 @@ def run_evaluate(job: TrainingJob, reporter: JobReporter) -> dict:
     prompts = [by_id[i].as_messages() for i in job.inputs["prompt_ids"] if i in by_id]
     root = settings.ARTIFACTS_ROOT
     config: EvalConfig = build_config("evaluate", job.config)
-    reporter.on_step({"step": 0, "total_steps": 1, "prompts": len(prompts)})
+    reporter.stage("evaluating", total=1)
     try:
         report = compare_policies(root / candidate.path, root / previous.path,
                                   root / reward.path if reward else None, prompts, config,

@@ -26,9 +26,10 @@ def run_generate(job: TrainingJob, reporter: JobReporter) -> dict:
     from rlhf.sampling import generate
 
     policy = ModelVersion.objects.get(pk=job.inputs["policy"])
-    reporter.stage("loading model", total=len(job.inputs["prompt_ids"]))
-    sampling = build_config("generate", job.config)
     n = int(job.config.get("responses_per_prompt", 2))
+    # A step is one sampled response: the total is prompts × responses from the first second.
+    reporter.stage("loading model", total=len(job.inputs["prompt_ids"]) * n)
+    sampling = build_config("generate", job.config)
     batch = int(job.config.get("batch_size", 8))
     model, tokenizer = load_policy(settings.ARTIFACTS_ROOT / policy.path)
     by_id = {p.pk: p for p in Prompt.objects.filter(pk__in=job.inputs["prompt_ids"])}
@@ -54,11 +55,13 @@ def run_generate(job: TrainingJob, reporter: JobReporter) -> dict:
         for prompt, generations in zip(chunk, outputs, strict=True):
             tasks_create(project=job.project, prompt=prompt, round=round_obj, responses=[
                 {"text": _storable(g.text), "source": "model", "model_version_id": policy.pk,
-                 "model_name": policy.name, "sampling": lineage_sampling}
+                 "model_name": policy.name,
+                 # "length": the answer was cut off at max_new_tokens (the ranking page marks it)
+                 "sampling": {**lineage_sampling, "finish_reason": g.finish_reason}}
                 for g in generations])
             created += 1
-        reporter.on_step({"step": created, "total_steps": len(prompts), "tasks_created": created,
-                          "responses": created * n, "stage": "generating"})
+        reporter.on_step({"step": created * n, "total_steps": len(prompts) * n, "tasks_created": created,
+                          "stage": "generating"})
     return {"tasks": created, "responses": created * n, "policy": policy.pk}
 
 

@@ -160,3 +160,23 @@ def kinds_describe() -> list[dict]:
         out.append({"kind": spec.name, "help": spec.help, "inputs": list(spec.inputs), "produces": spec.produces,
                     "fields": fields})
     return out
+
+
+def planned_steps(kind: str, config: dict, n_examples: int) -> int | None:
+    """How many steps a job of `kind` will report, known before anything loads: a generate job's
+    responses (prompts × responses per prompt), PPO's iterations, one evaluation, or the supervised
+    loop's batches over the training part of the held-out split. For the supervised stages it is a
+    plan: the split is by prompt and pairs too long for max_length are dropped, so the stage's first
+    step may correct it (exact when each prompt has one example and none is too long)."""
+    if kind == "generate":
+        return n_examples * int(config.get("responses_per_prompt", KINDS["generate"].extra["responses_per_prompt"].default))
+    if kind == "evaluate":
+        return 1
+    built = build_config(kind, config)
+    if kind == "ppo":
+        return built.iterations
+    from rlhf.data import split_eval
+    from rlhf.training import total_steps_for
+
+    train, _held = split_eval(list(range(n_examples)), built.eval_fraction, built.seed)
+    return total_steps_for(built, len(train)) if train else None

@@ -76,5 +76,23 @@ def job_run(*, job_id: int, hostname: str) -> str:
     finally:
         stop.set()
     persist(lambda: job_finish(job_id=job.pk, state=TrainingJob.State.SUCCEEDED, outputs=outputs,
-                                message=f"succeeded: {outputs}"))
+                                message=f"succeeded: {_outcome_text(outputs)}"))
     return "succeeded"
+
+
+def _outcome_text(outputs: dict) -> str:
+    """The job's last log line, for people: what it made and a few final numbers, not a raw dict."""
+    parts = []
+    if outputs.get("model_version"):
+        parts.append(f"model version #{outputs['model_version']}")
+    if outputs.get("examples") is not None:
+        parts.append(f"from {outputs['examples']} examples")
+    if outputs.get("tasks") is not None:
+        parts.append(f"{outputs['tasks']} tasks, {outputs.get('responses', 0)} responses")
+    if outputs.get("candidate"):
+        parts.append(f"evaluated model version #{outputs['candidate']}")
+    numbers = outputs.get("metrics") or outputs.get("evaluation") or {}
+    shown = [f"{k} {v:.4g}" for k, v in numbers.items()
+             if isinstance(v, float) and k in ("loss", "eval_loss", "eval_accuracy", "reward", "kl", "win_rate",
+                                                 "mean_reward", "objective")]
+    return ", ".join(parts) + (f"; {', '.join(shown)}" if shown else "") if parts or shown else "done"

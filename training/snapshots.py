@@ -30,7 +30,8 @@ def model_input(*, project: Project, kind: str, given: int | None, label: str) -
     if kind == ModelVersion.Kind.POLICY:
         return (ModelVersion.objects.filter(project=project, kind="policy", promoted=True).first()
                 or default_model_version())
-    return ModelVersion.objects.filter(project=project, kind="reward").order_by("-id").first()
+    # "The newest reward model" is the newest one not archived (an archived one stays usable by id).
+    return ModelVersion.objects.filter(project=project, kind="reward", archived_at__isnull=True).order_by("-id").first()
 
 
 def _policy(project: Project, inputs: dict) -> dict:

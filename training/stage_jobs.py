@@ -11,8 +11,8 @@ from django.conf import settings
 from registry.models import ModelVersion
 from registry.services import jsonable, model_version_register
 
-from .kinds import build_config, job_kind
-from .models import TrainingJob
+from .kinds import build_config, job_kind, planned_steps
+from .models import JobMetric, TrainingJob
 from .reporter import JobCancelled, JobReporter, persist
 from .services.jobs import job_log
 
@@ -53,14 +53,26 @@ def run_training(job: TrainingJob, reporter: JobReporter) -> dict:
             extra["reward_model"] = _path(reward) if reward is not None else None
         if "scorer" in spec.extra and job.config.get("scorer"):
             extra["scorer"] = job.config["scorer"]  # a name or {name, ...}; rlhf builds the scorer
+        reporter.stage("loading model", total=planned_steps(job.kind, job.config, len(data)))
         job_log(job=job, message=f"{job.kind}: {len(data)} examples, base {policy.name} (#{policy.pk})")
         result = spec.stage()(build_config(job.kind, job.config), data, _path(policy), out_dir=out_dir,
-                              on_step=reporter.on_step, should_stop=reporter.should_stop, **extra)
+                              on_step=reporter.on_step, should_stop=reporter.should_stop,
+                              on_stage=reporter.on_stage, **extra)
         if result.cancelled:
             raise JobCancelled()
         metrics = result.metrics
+        _record_final_eval(job, result)
     parents = [policy] + ([reward] if reward is not None else [])
     version = persist(lambda: model_version_register(job=job, kind=spec.produces, rel=rel, parents=parents,
                                                      metrics=metrics))
     return {"model_version": version.pk, "metrics": jsonable(metrics), "examples": len(data)}
 
+
+def _record_final_eval(job: TrainingJob, result) -> None:
+    """The held-out numbers of the evaluation that ends a stage become the last point of their series
+    (a reward model's held-out accuracy is charted even when it was only measured at the end)."""
+    last = result.history[-1] if result.history else {}
+    final = {k: v for k, v in (result.metrics or {}).items()
+             if k.startswith("eval_") and isinstance(v, int | float) and not isinstance(v, bool) and k not in last}
+    if final and "step" in last:
+        persist(lambda: JobMetric.objects.create(job=job, step=int(last["step"]), values=final))

@@ -1,4 +1,4 @@
-"""Projects: create, list, detail with counts, import, export, stats."""
+"""Projects: create, list, detail with counts, import, export, stats, the prompt browser."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from config.parsers import JSONParser
 
 from ..models import Round
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
+from ..selectors.browse import FILTERS, MAX_PAGE_SIZE, PAGE_SIZE, prompts_page
 from ..selectors.exports import FORMATS, export_rows
 from ..selectors.projects import project_counts, project_get, project_list
 from ..selectors.stats import project_stats
@@ -162,3 +163,35 @@ class ProjectStatsView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT, summary="Agreement, gold accuracy, time, skips and flags (admin)")
     def get(self, request, project_id: int):
         return Response(project_stats(project=project_get(project_id=project_id)))
+
+
+def _positive_int(request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApplicationError(f"query parameter {name} must be a positive integer, got {raw!r}",
+                               code="invalid_query", details={name: "not a positive integer"})
+    return int(raw)
+
+
+class ProjectPromptsView(APIView):
+    permission_classes = [IsAdmin]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("q", str, description="text to find in the prompt, or a prompt id"),
+                    OpenApiParameter("status", str, enum=FILTERS, default="all"),
+                    OpenApiParameter("page", int, default=1),
+                    OpenApiParameter("page_size", int, default=PAGE_SIZE, description=f"at most {MAX_PAGE_SIZE}")],
+        responses=OpenApiTypes.OBJECT,
+        summary="A page of the project's prompts with their tasks, responses and rankings (admin)",
+    )
+    def get(self, request, project_id: int):
+        project = project_get(project_id=project_id)
+        status_filter = request.query_params.get("status", "all")
+        if status_filter not in FILTERS:
+            raise ApplicationError(f"unknown status filter {status_filter!r}; use one of {', '.join(FILTERS)}",
+                                   code="invalid_query", details={"status": list(FILTERS)})
+        return Response(prompts_page(project=project, q=request.query_params.get("q", ""), status=status_filter,
+                                     page=_positive_int(request, "page", 1),
+                                     page_size=_positive_int(request, "page_size", PAGE_SIZE)))

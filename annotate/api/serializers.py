@@ -173,6 +173,23 @@ class RankingReply(serializers.Serializer):
     pairs = serializers.IntegerField()
 
 
+class RevisionRequest(serializers.Serializer):
+    ranking = serializers.JSONField(help_text="the new [[response ids], ...] best first")
+    flags = serializers.ListField(child=serializers.ChoiceField(choices=Ranking.FLAGS), required=False, default=list)
+    rationale = serializers.CharField(required=False, allow_blank=True, default="", max_length=10000)
+    time_spent_ms = serializers.IntegerField(required=False, allow_null=True, min_value=0, default=None)
+
+
+class RevisionReply(serializers.Serializer):
+    ranking = serializers.IntegerField(help_text="the new ranking")
+    revises = serializers.IntegerField(help_text="the ranking it replaced")
+    pairs = serializers.IntegerField()
+
+
+class RemainingReply(serializers.Serializer):
+    remaining = serializers.IntegerField(help_text="open tasks this annotator can still rank, the one held included")
+
+
 class SkipRequest(LeaseRef):
     reason = serializers.CharField(max_length=2000)
 

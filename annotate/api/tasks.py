@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -15,11 +16,11 @@ from ..models import Prompt, RankingTask
 from ..permissions import IsAdmin, IsAnnotatorOrAdmin
 from ..roles import is_admin
 from ..selectors.projects import project_get
-from ..selectors.tasks import task_as_shown
+from ..selectors.tasks import last_ranking_for, task_as_shown, tasks_remaining_for
 from ..selectors.writing import prompt_to_write
 from ..services.demonstrations import demonstration_create, prompt_offer_make
 from ..services.leases import lease_heartbeat, task_lease_next, task_skip
-from ..services.rankings import pairs_from_groups, ranking_submit
+from ..services.rankings import pairs_from_groups, ranking_revise, ranking_submit
 from ..services.tasks import task_gold_set
 from . import serializers as s
 
@@ -59,6 +60,39 @@ class RankingCreateView(APIView):
                                     time_spent_ms=v["time_spent_ms"])
         return Response({"ranking": ranking.pk, "pairs": len(pairs_from_groups(ranking.groups))},
                         status=status.HTTP_201_CREATED)
+
+
+class RankingReviseView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(request=s.RevisionRequest, responses={201: s.RevisionReply},
+                   summary="Revise your last ranking while its task is still open (the old one is kept)")
+    def post(self, request, ranking_id: int):
+        data = s.RevisionRequest(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        ranking, _ = ranking_revise(ranking_id=ranking_id, annotator=request.user, groups=v["ranking"],
+                                    flags=v["flags"], rationale=v["rationale"], time_spent_ms=v["time_spent_ms"])
+        return Response({"ranking": ranking.pk, "revises": ranking.revises_id,
+                         "pairs": len(pairs_from_groups(ranking.groups))}, status=status.HTTP_201_CREATED)
+
+
+class RemainingView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(responses=s.RemainingReply, summary="How many tasks of the project are left for you")
+    def get(self, request, project_id: int):
+        return Response({"remaining": tasks_remaining_for(project_id=project_id, annotator=request.user)})
+
+
+class LastRankingView(APIView):
+    permission_classes = [IsAnnotatorOrAdmin]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 204: None},
+                   summary="Your last ranking in the project, its task as you saw it, and whether it can be revised")
+    def get(self, request, project_id: int):
+        last = last_ranking_for(project_id=project_id, annotator=request.user)
+        return Response(last) if last is not None else Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SkipView(APIView):

@@ -10,16 +10,25 @@ from .projects import Project, Prompt
 from .tasks import Lease, RankingTask, Response
 
 
+class RankingQuerySet(models.QuerySet):
+    def live(self):
+        """The rankings that count: each annotator's latest ranking of a task, not the ones they revised."""
+        return self.filter(superseded_at__isnull=True)
+
+
 class Ranking(models.Model):
     """One annotator's ordering of a task's responses: groups best first, ties within a group.
-    Stored as submitted and never updated."""
+    Stored as submitted and never updated: a revision is a new row that `revises` this one, which
+    then only gains `superseded_at` (its content stays, for audit; its pairs stay too, so a job's
+    data snapshot taken before the revision still reads what it trained on)."""
 
     # both_bad: a tie whose responses are all unusable (pairwise "both bad"); it yields no pair.
     FLAGS = ("unsafe", "nonsense", "refusal", "both_bad", "other")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="rankings")
-    lease = models.OneToOneField(Lease, on_delete=models.PROTECT, related_name="ranking")
+    # One live ranking per lease; a revision is made under the lease of the ranking it revises.
+    lease = models.ForeignKey(Lease, on_delete=models.PROTECT, related_name="rankings")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rankings")
     # Which of the task's k places this ranking fills; unique per task, so k is a hard ceiling.
     slot = models.PositiveSmallIntegerField()
@@ -30,15 +39,33 @@ class Ranking(models.Model):
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     gold_correct = models.BooleanField(null=True, blank=True, help_text="on gold tasks: best response found")
     created_at = models.DateTimeField(auto_now_add=True)
+    revises = models.OneToOneField("self", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="revised_by", help_text="the ranking this one replaces")
+    superseded_at = models.DateTimeField(null=True, blank=True, help_text="when a revision replaced it")
+
+    objects = RankingQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
         constraints = [
-            models.UniqueConstraint(fields=["task", "annotator"], name="ranking_once_per_task_annotator"),
-            models.UniqueConstraint(fields=["task", "slot"], name="ranking_slot_unique_per_task"),
+            # One live ranking per task and annotator, and per slot: k stays a hard ceiling with
+            # revisions too (a revision takes the slot of the ranking it replaces).
+            models.UniqueConstraint(fields=["task", "annotator"], condition=Q(superseded_at__isnull=True),
+                                    name="ranking_live_once_per_task_annotator"),
+            models.UniqueConstraint(fields=["task", "slot"], condition=Q(superseded_at__isnull=True),
+                                    name="ranking_live_slot_unique_per_task"),
+            models.UniqueConstraint(fields=["lease"], condition=Q(superseded_at__isnull=True),
+                                    name="ranking_live_once_per_lease"),
             models.CheckConstraint(condition=Q(slot__lt=10), name="ranking_slot_below_max_k"),
+            models.CheckConstraint(condition=~Q(revises=F("id")), name="ranking_revises_another"),
         ]
         indexes = [models.Index(fields=["project", "id"], name="ranking_project")]
+
+
+class PairQuerySet(models.QuerySet):
+    def live(self):
+        """Pairs of rankings that count (a revised ranking's pairs stay for the snapshots that hold them)."""
+        return self.filter(ranking__superseded_at__isnull=True)
 
 
 class Pair(models.Model):
@@ -51,6 +78,8 @@ class Pair(models.Model):
     winner = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     loser = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
     margin = models.PositiveSmallIntegerField()
+
+    objects = PairQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

@@ -13,7 +13,7 @@ FORMATS = ("pairs", "rankings", "sft", "prompts")
 
 def _rankings_rows(project: Project) -> Iterator[dict]:
     conversational = is_conversational(project)
-    qs = (Ranking.objects.filter(project=project).select_related("task__prompt", "task__round", "annotator")
+    qs = (Ranking.objects.live().filter(project=project).select_related("task__prompt", "task__round", "annotator")
           .order_by("id"))
     for batch in chunks(qs.iterator(chunk_size=1000), 1000):
         responses: dict[int, list] = {}

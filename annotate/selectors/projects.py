@@ -26,8 +26,8 @@ def project_counts(*, project: Project) -> dict:
         "prompts": Prompt.objects.filter(project=project).count(),
         "tasks": tasks.count(),
         "tasks_complete": tasks.filter(rules.task_complete()).count(),
-        "rankings": Ranking.objects.filter(project=project).count(),
-        "pairs": Pair.objects.filter(project=project).count(),
+        "rankings": Ranking.objects.live().filter(project=project).count(),
+        "pairs": Pair.objects.live().filter(project=project).count(),
         "demonstrations": Demonstration.objects.filter(project=project).count(),
     }
 

@@ -22,7 +22,7 @@ def _rate(num: int, den: int) -> float | None:
 def project_stats(*, project: Project) -> dict:
     tasks: dict[int, dict[int, list]] = defaultdict(dict)
     per = defaultdict(lambda: {"rankings": 0, "flags": Counter(), "times": [], "gold": [0, 0]})
-    rows = Ranking.objects.filter(project=project).values_list(
+    rows = Ranking.objects.live().filter(project=project).values_list(
         "task_id", "annotator_id", "groups", "flags", "time_spent_ms", "gold_correct")
     for task_id, annotator_id, groups, flags, time_ms, gold_correct in rows.iterator(chunk_size=5000):
         tasks[task_id][annotator_id] = groups

@@ -23,7 +23,8 @@ def chunks(iterable: Iterable, size: int) -> Iterator[list]:
 
 
 def pair_ids(*, project: Project, round: Round | None = None) -> list[int]:
-    qs = Pair.objects.filter(project=project)
+    """The pairs a job launched now trains on: those of live rankings (not of revised ones)."""
+    qs = Pair.objects.live().filter(project=project)
     if round is not None:
         qs = qs.filter(task__round=round)
     return list(qs.order_by("id").values_list("id", flat=True))
@@ -33,7 +34,10 @@ def pairs_rows(*, project: Project, ids: list[int] | None = None, round: Round |
     """Per-annotator pairs: prompt, chosen, rejected, margin (what reward-model and DPO
     trainers read as they are) plus who, where and the lineage of both responses."""
     conversational = is_conversational(project)
-    qs = (Pair.objects.filter(project=project)
+    # Given ids (a job's snapshot) are read as they are, revised or not: the job trains on what it
+    # was launched with. Without ids, only the pairs of live rankings.
+    qs = (Pair.objects.filter(project=project) if ids is not None else Pair.objects.live().filter(project=project))
+    qs = (qs
           .select_related("winner", "loser", "task__prompt", "task__round", "annotator").order_by("id"))
     if round is not None:
         qs = qs.filter(task__round=round)
@@ -109,7 +113,7 @@ def consensus_rows(*, project: Project, task_ids: list[int] | None = None,
         tasks = tasks.filter(pk__in=task_ids)
     for batch in chunks(tasks.select_related("prompt", "round").iterator(chunk_size=500), 500):
         by_task = defaultdict(list)
-        for task_id, groups in (Ranking.objects.filter(task__in=[t.pk for t in batch])
+        for task_id, groups in (Ranking.objects.live().filter(task__in=[t.pk for t in batch])
                                 .order_by("id").values_list("task_id", "groups")):
             by_task[task_id].append(groups)
         responses = defaultdict(dict)

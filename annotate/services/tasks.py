@@ -10,7 +10,10 @@ from config.errors import ApplicationError, NotFound
 
 from ..models import Project, Prompt, RankingTask, Response, Round, TaskResponse
 
-SAMPLING_KEYS = ("strategy", "temperature", "top_k", "top_p", "seed", "max_new_tokens")
+# finish_reason is how the sample ended: "stop" (EOS or stop string) or "length" (cut off at
+# max_new_tokens, which the ranking page marks).
+SAMPLING_KEYS = ("strategy", "temperature", "top_k", "top_p", "seed", "max_new_tokens", "finish_reason")
+FINISH_REASONS = ("stop", "length")
 MIN_RESPONSES, MAX_RESPONSES = 2, 8
 
 
@@ -23,6 +26,8 @@ def sampling_normalize(sampling: dict | None) -> dict:
     if unknown:
         raise ApplicationError(f"unknown sampling settings: {', '.join(unknown)}", code="invalid_task",
                                details={"allowed": list(SAMPLING_KEYS)})
+    if sampling.get("finish_reason") not in (None, *FINISH_REASONS):
+        raise ApplicationError(f"finish_reason must be one of {', '.join(FINISH_REASONS)}", code="invalid_task")
     return {key: sampling.get(key) for key in SAMPLING_KEYS}
 
 

@@ -149,7 +149,7 @@ def test_ranking_flow_and_its_errors(world):
     w = world
     ann, other = client_for(w["annotator"]), client_for(w["other"])
     task, lease = w["next"]["task"], w["next"]["lease"]
-    assert set(task["responses"][0]) == {"id", "text"}  # blind: no lineage reaches the annotator
+    assert set(task["responses"][0]) == {"id", "text", "truncated"}  # blind: no lineage reaches the annotator
     again = ann.post(f"/api/projects/{w['project'].pk}/tasks/next").json()
     assert again["lease"]["id"] == lease["id"] and again["task"]["id"] == task["id"]
     ids = [r["id"] for r in task["responses"]]

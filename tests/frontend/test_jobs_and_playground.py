@@ -82,7 +82,7 @@ def test_admin_launches_a_job_and_watches_progress_and_charts(page, make_user, c
     page.locator("#state .badge", has_text="succeeded").wait_for(timeout=120_000)
     wait_for(page, "() => document.querySelector('.chart-box[data-metric=loss]').dataset.points === '24'")
     assert page.get_by_role("progressbar", name="Job progress").get_attribute("aria-valuenow") == "100"
-    assert "step 24 of 24" in page.locator("#progress-text").inner_text()
+    assert page.locator("#progress-steps").inner_text() == "24 / 24 steps"
     page.locator("canvas").first.scroll_into_view_if_needed()
     screenshot(page, "22-admin-job-done")
 

@@ -82,3 +82,56 @@ def test_promoting_the_candidate_approves_the_waiting_round(admin_client):
     assert admin_client.post(f"/api/models/{candidate.pk}/promote").status_code == 200
     round_obj = Round.objects.get(pk=round_obj.pk)
     assert round_obj.status == "closed" and round_obj.settings["auto"]["approved"] is True
+
+
+# --- served history and archiving ---------------------------------------------------------------
+
+@pytest.mark.sqlite
+@pytest.mark.django_db
+def test_promotions_are_recorded_and_only_served_versions_are_rollbacks(admin_client):
+    from registry.models import ModelPromotion
+
+    project = project_create(name="History", slug="history")
+    base, sft, ppo = (_version(project, n) for n in ("base", "sft", "ppo"))
+    sft.parents.set([base])
+    ppo.parents.set([sft])
+    for v in (base, ppo):
+        assert admin_client.post(f"/api/models/{v.pk}/promote").status_code == 200
+    listed = {m["name"]: m for m in admin_client.get(f"/api/models?project={project.pk}").json()}
+    # The base was served, the SFT model never was: only the base is a rollback.
+    assert listed["base"]["served_before"] is True and listed["sft"]["served_before"] is False
+    assert listed["ppo"]["served_before"] is False and listed["ppo"]["promoted"] is True
+    assert [p["until"] is None for p in listed["ppo"]["served"]] == [True]
+    assert len(listed["base"]["served"]) == 1 and listed["base"]["served"][0]["until"] is not None
+    assert admin_client.post(f"/api/models/{base.pk}/promote").status_code == 200  # roll back
+    rows = list(ModelPromotion.objects.filter(project=project).values_list("version__name", "rollback"))
+    assert rows == [("base", False), ("ppo", False), ("base", True)]
+    assert ModelPromotion.objects.filter(project=project, ended_at__isnull=True).count() == 1
+    assert admin_client.post(f"/api/models/{base.pk}/promote").status_code == 200  # again: no new period
+    assert ModelPromotion.objects.filter(project=project).count() == 3
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelPromotion.objects.create(project=project, version=sft, promoted_at=base.created_at)
+
+
+@pytest.mark.sqlite
+@pytest.mark.django_db
+def test_archiving_hides_a_version_keeps_it_and_refuses_the_served_one(admin_client):
+    project = project_create(name="Attic", slug="attic")
+    served = _version(project, "served", promoted=True)
+    old = _version(project, "old")
+    rm = _version(project, "rm", kind="reward")
+    reply = admin_client.post(f"/api/models/{old.pk}/archive")
+    assert reply.status_code == 200 and reply.json()["archived_at"] is not None
+    names = lambda q="": [m["name"] for m in admin_client.get(f"/api/models?project={project.pk}{q}").json()]  # noqa: E731
+    assert "old" not in names() and "old" in names("&archived=include") and names("&archived=only") == ["old"]
+    assert admin_client.get(f"/api/models/{old.pk}").status_code == 200  # still there by id
+    refused = admin_client.post(f"/api/models/{served.pk}/archive")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "promoted"
+    promote = admin_client.post(f"/api/models/{old.pk}/promote")
+    assert promote.status_code == 409 and promote.json()["error"]["code"] == "archived"
+    assert admin_client.delete(f"/api/models/{old.pk}/archive").json()["archived_at"] is None
+    assert "old" in names()
+    assert admin_client.post(f"/api/models/{rm.pk}/archive").status_code == 200
+    assert admin_client.get("/api/models?archived=sometimes").status_code == 400
+    ModelVersion.objects.filter(pk=old.pk).update(archived_at=None)
+    assert ModelVersion.objects.filter(pk=rm.pk, archived_at__isnull=False).exists()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from annotate.models import Project, Round
 from config.errors import ApplicationError, NotFound
 
-from ..kinds import config_validate, job_kind
+from ..kinds import config_validate, job_kind, planned_steps
 from ..models import JobLog, TrainingJob
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,20 @@ def training_job_launch(*, project: Project, kind: str, config: dict | None = No
         job = TrainingJob.objects.create(project=project, kind=kind, config=clean_config, inputs=resolved,
                                          created_by=user if getattr(user, "is_authenticated", False) else None,
                                          round=round, time_limit_seconds=time_limit_seconds,
-                                         progress={"step": 0, "total": None, "eta_seconds": None})
+                                         progress={"step": 0, "total": _planned(kind, clean_config, resolved),
+                                                   "eta_seconds": None, "stage": "queued"})
         job.output_path = f"jobs/{job.pk:06d}-{kind}-{uuid.uuid4().hex[:8]}"
         job.save(update_fields=["output_path"])
         job_log(job=job, message=f"queued {kind} job on policy #{resolved['policy']}")
         transaction.on_commit(lambda: enqueue(job.id))
     return job
+
+
+def _planned(kind: str, config: dict, inputs: dict) -> int | None:
+    """The job's step total, shown from the moment it is queued."""
+    ids = next((inputs[k] for k in ("pair_ids", "demonstration_ids", "prompt_ids") if isinstance(inputs.get(k), list)),
+               [])
+    return planned_steps(kind, config, len(ids))
 
 
 def enqueue(job_id: int) -> None:

@@ -201,10 +201,10 @@ def round_job_requeued(*, job: TrainingJob) -> None:
 
 
 @transaction.atomic
-def policy_promote(*, version: ModelVersion, project: Project | None = None) -> ModelVersion:
+def policy_promote(*, version: ModelVersion, project: Project | None = None, user=None) -> ModelVersion:
     """Promote a policy (the registry's rule) and, when it is the candidate a round waits on, that
     is the admin's approval: the round closes."""
-    version = model_version_promote(version=version, project=project)
+    version = model_version_promote(version=version, project=project, user=user)
     round_candidate_promoted(version=version)
     return version
 

@@ -117,6 +117,7 @@ class Command(BaseCommand):
             from registry.models import ModelVersion
 
             if not ModelVersion.objects.filter(project=project, promoted=True, kind="policy").exists():
-                version.project = project
-                version.promoted = True
-                version.save(update_fields=["project", "promoted"])
+                from registry.services import model_version_promote
+
+                # Through the service, so the base model's served period is in the history.
+                model_version_promote(version=version, project=project)

@@ -115,3 +115,23 @@ export function showError(box, err) {
 
 export const fmtNum = (x, digits = 3) => (x === null || x === undefined ? "–" : Number(x).toFixed(digits).replace(/\.?0+$/, ""));
 export const fmtPct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)}%`);
+
+/** A metric value a person can read: 3 significant digits, "8e-6" for tiny or huge ones (not "8.000000E-6"). */
+export function fmtMetric(x) {
+  if (x === null || x === undefined || x === "") return "–";
+  if (typeof x !== "number") return String(x);
+  if (!Number.isFinite(x)) return String(x);
+  if (Number.isInteger(x) && Math.abs(x) < 1e6) return x.toLocaleString("en-US");
+  const a = Math.abs(x);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return x.toExponential(2).replace(/\.?0+e/, "e").replace("e+", "e");
+  if (a >= 1000) return Math.round(x).toLocaleString("en-US");
+  return String(Number(x.toPrecision(3)));
+}
+
+/** Hide an error shown in `box` as soon as the user edits anything in `form`: a message about a
+ * value that has since been fixed is worse than none. */
+export function clearErrorOnEdit(form, box) {
+  const clear = () => { if (!box.hidden && box.classList.contains("error")) { box.hidden = true; box.replaceChildren(); } };
+  form.addEventListener("input", clear);
+  form.addEventListener("change", clear);
+}

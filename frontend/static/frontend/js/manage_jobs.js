@@ -1,6 +1,6 @@
 // Admin: launch a job from a form built from its kind's config fields, and list the project's jobs.
-import { api, h, items, showError } from "./api.js";
-import { badge, progressBar } from "./jobs_common.js";
+import { api, clearErrorOnEdit, h, items, showError } from "./api.js";
+import { badge, FINAL, jobDuration, producedLink, progressBar, progressParts } from "./jobs_common.js";
 import { LaunchForm } from "./launch_form.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,15 +24,23 @@ async function loadModels() {
   fill($("reward"), "reward", "the newest reward model");
 }
 
+function progressCell(j) {
+  const { stage, steps, left } = progressParts(j);
+  return h("td", { class: "progress-cell" },
+    h("div", { class: "row" }, progressBar(j, `Job ${j.id} progress`), h("span", { class: "small stat-inline" }, steps)),
+    stage || left ? h("div", { class: "small muted" }, [stage, left].filter(Boolean).join(" · ")) : null);
+}
+
 async function loadJobs() {
   if (!project()) return;
   const jobs = items(await api(`/api/jobs?project=${project()}`));
-  $("jobs").replaceChildren(...(jobs.length ? jobs.map((j) => h("tr", {},
+  $("jobs").replaceChildren(...(jobs.length ? jobs.map((j) => h("tr", { "data-job": j.id },
     h("td", {}, h("a", { href: `/manage/jobs/${j.id}` }, `#${j.id}`)),
-    h("td", {}, j.kind), h("td", {}, badge(j.state)),
-    h("td", {}, h("div", { class: "row" }, progressBar(j, `Job ${j.id} progress`),
-      h("span", { class: "small muted" }, j.progress && j.progress.total ? `${j.progress.step}/${j.progress.total}` : ""))),
-    h("td", { class: "small muted" }, new Date(j.created_at).toLocaleString()))) : [h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No jobs yet."))]));
+    h("td", {}, j.kind.replace("_", " ")), h("td", {}, badge(j.state)),
+    progressCell(j),
+    h("td", { class: "small" }, jobDuration(j)),
+    h("td", { class: "small" }, producedLink(j) || h("span", { class: "muted" }, FINAL.has(j.state) ? "nothing" : "–")),
+    h("td", { class: "small muted" }, new Date(j.created_at).toLocaleString()))) : [h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No jobs yet."))]));
   return jobs;
 }
 
@@ -60,6 +68,7 @@ $("launch-form").addEventListener("submit", async (e) => {
 });
 
 $("kind").addEventListener("change", showKind);
+clearErrorOnEdit($("launch-form"), $("launch-error"));
 $("project").addEventListener("change", () => {
   history.replaceState(null, "", `?project=${project()}`);
   loadModels();

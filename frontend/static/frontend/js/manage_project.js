@@ -1,5 +1,7 @@
-// Admin project page: import JSONL (per-line errors), start rounds and follow their progress.
-import { api, h, pageData, showError, toast } from "./api.js";
+// Admin project page: settings, counts that follow imports and annotation, import JSONL (per-line
+// errors), a paged prompt/task browser with each task's rankings, rounds and their progress.
+import { api, clearErrorOnEdit, h, pageData, showError, toast } from "./api.js";
+import { renderMessages } from "./chat.js";
 import { renderMarkdown } from "./markdown.js";
 
 const project = pageData("page-data");
@@ -47,10 +49,16 @@ $("import-form").addEventListener("submit", async (e) => {
     }
     box.hidden = false;
     toast("Import done");
+    loadCounts();
+    loadBrowse(1);
   } catch (err) {
     showError(box, err);
   }
 });
+
+clearErrorOnEdit($("settings-form"), $("settings-result"));
+clearErrorOnEdit($("import-form"), $("import-result"));
+clearErrorOnEdit($("round-form"), $("round-error"));
 
 function roundPrompts() {
   const mode = $("round-prompts").value;
@@ -128,6 +136,93 @@ async function loadRounds() {
   }
 }
 
+// ---- counts: read again after an import and while annotators work ----
+async function loadCounts() {
+  try {
+    const { counts } = await api(`/api/projects/${project.id}`);
+    for (const el of document.querySelectorAll("#counts [data-count]")) el.textContent = counts[el.dataset.count];
+  } catch { /* the next refresh tries again */ }
+}
+
+// ---- the prompt and task browser ----
+const LETTERS = "ABCDEFGH";
+const browse = { q: "", status: "all", page: 1, pages: 1 };
+
+function orderText(groups, letterOf) {
+  return groups.map((g) => g.map(letterOf).join(" = ")).join(" > ");
+}
+
+function taskView(task) {
+  const letterOf = (id) => LETTERS[task.responses.findIndex((r) => r.id === id)] || `#${id}`;
+  const state = task.complete ? "complete" : "open";
+  return h("div", { class: "task-view", "data-task": task.id },
+    h("h4", {}, `Task #${task.id}`, task.round ? ` · round ${task.round}` : "",
+      ` · ${task.rankings_done} of ${task.rankings_needed} rankings `, h("span", { class: `badge ${state === "complete" ? "succeeded" : "running"}` }, state)),
+    h("ol", { class: "task-responses", type: "A" }, task.responses.map((r) => h("li", {},
+      h("span", { class: "response-text" }, r.text),
+      r.truncated ? h("span", { class: "badge cut" }, "cut off") : null,
+      task.gold_response === r.id ? h("span", { class: "badge succeeded" }, "gold") : null,
+      h("span", { class: "small muted" }, ` ${r.source}${r.model_name ? ` · ${r.model_name}` : ""}`)))),
+    task.rankings.length
+      ? h("table", { class: "rankings", "aria-label": `Rankings of task ${task.id}` },
+        h("thead", {}, h("tr", {}, h("th", {}, "Annotator"), h("th", {}, "Ranking, best first"), h("th", {}, "Flags"), h("th", {}, "Rationale"), h("th", {}, "When"))),
+        h("tbody", {}, task.rankings.map((r) => h("tr", { class: r.superseded ? "superseded" : "" },
+          h("td", {}, r.annotator),
+          h("td", {}, orderText(r.groups, letterOf), r.superseded ? h("span", { class: "small muted" }, " (revised later)") : r.revises ? h("span", { class: "small muted" }, " (revision)") : null),
+          h("td", { class: "small" }, r.flags.join(", ")),
+          h("td", { class: "small" }, r.rationale),
+          h("td", { class: "small muted" }, new Date(r.created_at).toLocaleString())))))
+      : h("p", { class: "small muted" }, "Not ranked yet."));
+}
+
+function promptView(p) {
+  const text = p.messages && p.messages.length ? p.messages[p.messages.length - 1].content : p.text;
+  const ranked = p.tasks.reduce((n, t) => n + t.rankings_done, 0);
+  const body = h("div", { class: "chat" });
+  const details = h("details", { class: "prompt-row", "data-prompt": p.id },
+    h("summary", {},
+      h("span", { class: "prompt-id" }, `#${p.id}`),
+      h("span", { class: "prompt-text" }, text.length > 140 ? `${text.slice(0, 140)}…` : text),
+      h("span", { class: "small muted" }, p.tasks.length ? `${p.tasks.length} task${p.tasks.length > 1 ? "s" : ""} · ${ranked} ranking${ranked === 1 ? "" : "s"}` : "no tasks"),
+      p.demonstrations ? h("span", { class: "small muted" }, ` · ${p.demonstrations} written`) : null,
+      ...(p.tags || []).map((t) => h("span", { class: "badge" }, t))),
+    body, ...p.tasks.map(taskView));
+  // The full prompt is rendered (as sanitised Markdown) when the row is first opened.
+  details.addEventListener("toggle", () => { if (details.open && !body.childElementCount) renderMessages(body, p.messages && p.messages.length ? p.messages : [{ role: "user", content: p.text }]); }, { once: false });
+  return details;
+}
+
+async function loadBrowse(page = browse.page) {
+  const params = new URLSearchParams({ q: browse.q, status: browse.status, page: String(page) });
+  try {
+    const data = await api(`/api/projects/${project.id}/prompts?${params}`);
+    browse.page = data.page;
+    browse.pages = data.pages;
+    $("browse-summary").className = "small muted";
+    $("browse-summary").removeAttribute("role");
+    const first = data.count ? (data.page - 1) * data.page_size + 1 : 0;
+    const last = Math.min(data.count, data.page * data.page_size);
+    $("browse-summary").textContent = data.count ? `Prompts ${first}–${last} of ${data.count}` : browse.q || browse.status !== "all" ? "No prompt matches." : "No prompts yet: import some above.";
+    $("browse-list").replaceChildren(...data.results.map(promptView));
+    $("browse-page").textContent = `page ${data.page} of ${data.pages}`;
+    $("browse-prev").disabled = data.page <= 1;
+    $("browse-next").disabled = data.page >= data.pages;
+  } catch (err) {
+    showError($("browse-summary"), err);
+  }
+}
+
+$("browse-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  browse.q = $("browse-q").value.trim();
+  browse.status = $("browse-status").value;
+  loadBrowse(1);
+});
+$("browse-status").addEventListener("change", () => { browse.status = $("browse-status").value; loadBrowse(1); });
+$("browse-prev").addEventListener("click", () => loadBrowse(browse.page - 1));
+$("browse-next").addEventListener("click", () => loadBrowse(browse.page + 1));
+
 loadRounds();
-// Rounds move on their own (generation, annotation): refresh their progress now and then.
-setInterval(() => { if (!document.hidden) loadRounds(); }, 5000);
+loadBrowse(1);
+// Rounds and counts move on their own (generation, annotation): refresh them now and then.
+setInterval(() => { if (!document.hidden) { loadRounds(); loadCounts(); } }, 5000);

@@ -1,6 +1,7 @@
 // The ranking page: lease a task, rank its responses (pairwise or N-way, keyboard or drag),
-// flag, skip, submit, keep the lease alive, and load the next task without reloading the page.
-import { api, h, pageData, showError, toast } from "./api.js";
+// flag, skip, submit, keep the lease alive, and load the next task without reloading the page;
+// revise the last ranking while its task is open.
+import { api, clearErrorOnEdit, h, pageData, showError, toast } from "./api.js";
 import { promptOf, renderMessages } from "./chat.js";
 import { allowRemoteImages, renderMarkdown } from "./markdown.js";
 import Sortable from "../vendor/sortable.esm.js";
@@ -16,7 +17,10 @@ const state = {
   choice: null,       // pairwise: "A" | "B" | "tie" | "bad"
   items: [],          // n-way: [{id, tie}] best first; tie = tied with the item above
   selected: null,     // n-way: response id picked with a digit
+  touched: false,     // n-way: the annotator moved something (or kept the shown order on purpose)
   shownAt: 0, busy: false, heartbeat: null, last: null, done: 0,
+  lastRanking: null,  // what was submitted last: {id, task, prompt, groups, flags, rationale, choice}
+  revising: null,     // while revising: the current task's state, put back afterwards
 };
 
 // ---- the ranking as the API wants it: groups of response ids, best first ----
@@ -28,6 +32,8 @@ function groups() {
     if (state.choice === "tie" || state.choice === "bad") return [[a, b]];
     return null;
   }
+  // The shown order is A, B, C…: submitting it untouched would be a ranking nobody made.
+  if (!state.touched) return null;
   const out = [];
   for (const item of state.items) {
     if (item.tie && out.length) out[out.length - 1].push(item.id);
@@ -57,9 +63,11 @@ function renderTask() {
   wrap.replaceChildren(...task.responses.map((r, i) => {
     const body = h("div", { class: "body" });
     renderMarkdown(body, r.text);
-    return h("article", { class: "response", "data-id": r.id, "aria-label": `Response ${LETTERS[i]}` },
+    return h("article", { class: `response${r.truncated ? " truncated" : ""}`, "data-id": r.id, "aria-label": `Response ${LETTERS[i]}` },
       h("header", {}, h("span", { class: "letter", "aria-hidden": "true" }, LETTERS[i]),
-        h("strong", {}, `Response ${LETTERS[i]}`), h("span", { class: "place badge", "data-place": "" })),
+        h("strong", {}, `Response ${LETTERS[i]}`),
+        r.truncated ? h("span", { class: "badge cut", title: "The model hit its token limit: this answer stops mid-way." }, "cut off at the token limit") : null,
+        h("span", { class: "place badge", "data-place": "" })),
       body);
   }));
   $("pair-choices").hidden = state.mode !== "pair";
@@ -72,6 +80,11 @@ function renderTask() {
   for (const box of document.querySelectorAll("input[name=flag]")) box.checked = false;
   $("rationale").value = "";
   renderRanking();
+}
+
+function setFlags(flags, rationale) {
+  for (const box of document.querySelectorAll("input[name=flag]")) box.checked = flags.includes(box.value);
+  $("rationale").value = rationale || "";
 }
 
 function renderRanking() {
@@ -104,6 +117,9 @@ function renderRanking() {
     $("pair-summary").textContent = state.choice ? words[state.choice] : "Not chosen yet: press 1, 2, T or B.";
   } else {
     let place = 0;
+    list.classList.toggle("untouched", !state.touched);
+    $("order-status").hidden = state.touched;
+    $("order-status").textContent = "Not ranked yet: this is only the order they are shown in. Move one, or keep this order if it already is your ranking.";
     list.replaceChildren(...state.items.map((item, i) => {
       if (!item.tie || i === 0) place += 1;
       const letter = letterOf(item.id);
@@ -120,7 +136,12 @@ function renderRanking() {
           h("button", { type: "button", "aria-label": `Tie ${letter} with the one above`, onclick: () => toggleTie(item.id) }, "=")));
     }));
   }
+  $("keep-row").hidden = state.mode === "pair" || state.touched;
+  if (state.mode === "pair") $("order-status").hidden = true;
   $("submit").disabled = state.busy || !groups();
+  $("submit").firstChild.textContent = state.revising ? "Save revision " : "Submit ";
+  $("skip").disabled = Boolean(state.revising); // the task in hand is skipped from its own view
+  $("revise-last").hidden = !state.lastRanking || Boolean(state.revising);
 }
 
 // ---- edits of the ranking ----
@@ -139,6 +160,7 @@ function move(id, delta) {
   state.items.splice(j, 0, item);
   state.items[0].tie = false;
   state.selected = id;
+  state.touched = true;
   renderRanking();
 }
 
@@ -148,6 +170,13 @@ function toggleTie(id) {
   if (i <= 0) return toast("The first response has nothing above it to tie with");
   state.items[i].tie = !state.items[i].tie;
   state.selected = id;
+  state.touched = true;
+  renderRanking();
+}
+
+function keepOrder() {
+  if (state.mode !== "nway" || state.touched) return;
+  state.touched = true;
   renderRanking();
 }
 
@@ -168,6 +197,7 @@ Sortable.create($("order"), {
     const byId = new Map(state.items.map((x) => [x.id, x]));
     state.items = ids.map((id) => byId.get(id));
     if (state.items.length) state.items[0].tie = false;
+    state.touched = true;
     renderRanking();
   },
 });
@@ -193,6 +223,7 @@ function startHeartbeat() {
 
 function leaseLost() {
   stopHeartbeat();
+  if (state.revising) { state.revising = null; $("revising").hidden = true; }
   showNotice("warn", "Your time on that task ran out, so nothing was saved for it and it went back to the pool. The next task is below.");
   loadNext({ keepNotice: true });
 }
@@ -211,7 +242,8 @@ async function loadNext({ keepNotice = false } = {}) {
       state.task = state.lease = null;
       $("workspace").hidden = true;
       $("empty").hidden = false;
-      $("progress").textContent = state.done ? `${state.done} done this session` : "";
+      remaining = 0;
+      showProgress();
       return;
     }
     state.task = data.task;
@@ -220,11 +252,12 @@ async function loadNext({ keepNotice = false } = {}) {
     state.choice = null;
     state.items = data.task.responses.map((r) => ({ id: r.id, tie: false }));
     state.selected = null;
+    state.touched = false;
     state.shownAt = performance.now();
     $("empty").hidden = true;
     $("workspace").hidden = false;
     renderTask();
-    $("progress").textContent = `Task ${data.task.id}${state.done ? ` · ${state.done} done this session` : ""}`;
+    showProgress();
     startHeartbeat();
     window.scrollTo({ top: 0 });
   } catch (err) {
@@ -232,6 +265,25 @@ async function loadNext({ keepNotice = false } = {}) {
     $("workspace").classList.remove("loading");
     showNotice("error", `Could not load a task: ${err.message}`);
   }
+  refreshRemaining();
+}
+
+// "Task 12 · 5 left in this project · 3 done this session": the count comes from the API after
+// each task, without holding up the task itself.
+let remaining = null;
+function showProgress() {
+  const parts = [];
+  const task = state.revising ? state.revising.task : state.task;
+  if (task) parts.push(`Task ${task.id}`);
+  if (remaining !== null) parts.push(`${remaining} left in this project`);
+  if (state.done) parts.push(`${state.done} done this session`);
+  $("progress").textContent = parts.join(" · ");
+}
+async function refreshRemaining() {
+  try {
+    remaining = (await api(`/api/projects/${project.id}/tasks/remaining`)).remaining;
+  } catch { remaining = null; }
+  showProgress();
 }
 
 const selectedFlags = () => [...document.querySelectorAll("input[name=flag]:checked")].map((b) => b.value);
@@ -239,20 +291,23 @@ const selectedFlags = () => [...document.querySelectorAll("input[name=flag]:chec
 async function submit() {
   const ranking = groups();
   if (!state.task || state.busy) return;
-  if (!ranking) return toast("Choose first: 1, 2, T or B");
+  if (!ranking) return toast(state.mode === "pair" ? "Choose first: 1, 2, T or B" : "Rank first: move a response, or press K to keep the shown order");
   const flags = selectedFlags();
   const rationale = $("rationale").value.trim();
   // "Both bad" is a tie marked unusable: no pair, and the both_bad flag says why.
   if (state.choice === "bad" && !flags.includes("both_bad")) flags.push("both_bad");
+  if (state.revising) return saveRevision(ranking, flags, rationale);
   const task = state.task;
   const winner = task.responses.find((r) => r.id === ranking[0][0]);
   state.busy = true;
   renderRanking();
   try {
-    await api(`/api/tasks/${task.id}/rankings`, {
+    const reply = await api(`/api/tasks/${task.id}/rankings`, {
       method: "POST",
       body: { lease: state.lease.id, ranking, flags, rationale, time_spent_ms: Math.round(performance.now() - state.shownAt) },
     });
+    state.lastRanking = { id: reply.ranking, task, prompt: state.prompt, groups: ranking, flags, rationale, choice: state.choice };
+    $("revise-last").hidden = $("empty-revise").hidden = false;
     state.done += 1;
     state.last = ranking[0].length === 1 && state.choice !== "bad" ? { prompt: state.prompt, winner } : null;
     $("edit-winner").hidden = $("empty-edit-winner").hidden = !state.last;
@@ -270,8 +325,87 @@ async function submit() {
   }
 }
 
+// ---- revising the last ranking: its task is shown again with that ranking; saving replaces it
+// (the server keeps the old one on record) and the task in hand comes back as it was ----
+const itemsFromGroups = (groups) => groups.flatMap((g) => g.map((id, j) => ({ id, tie: j > 0 })));
+
+function forgetLastRanking() {
+  state.lastRanking = null;
+  $("revise-last").hidden = $("empty-revise").hidden = true;
+}
+
+function startRevision() {
+  const last = state.lastRanking;
+  if (!last || state.busy || state.revising) return;
+  state.revising = { task: state.task, mode: state.mode, choice: state.choice, items: state.items, selected: state.selected,
+    touched: state.touched, shownAt: state.shownAt, prompt: state.prompt, flags: selectedFlags(), rationale: $("rationale").value };
+  state.task = last.task;
+  state.mode = last.task.responses.length === 2 ? "pair" : "nway";
+  state.choice = last.choice;
+  state.items = itemsFromGroups(last.groups);
+  state.touched = true;
+  state.selected = null;
+  state.shownAt = performance.now();
+  $("empty").hidden = true;
+  $("workspace").hidden = false;
+  renderTask();
+  setFlags(last.flags.filter((f) => f !== "both_bad"), last.rationale);
+  renderRanking();
+  $("revising-text").textContent = `Revising your last ranking (task ${last.task.id}). Saving replaces it; the earlier one stays on record.`;
+  $("revising").hidden = false;
+  clearNotice();
+  window.scrollTo({ top: 0 });
+}
+
+function endRevision() {
+  const back = state.revising;
+  if (!back) return;
+  state.revising = null;
+  $("revising").hidden = true;
+  if (!back.task) {
+    state.task = null;
+    $("workspace").hidden = true;
+    $("empty").hidden = false;
+    showProgress();
+    return;
+  }
+  Object.assign(state, { task: back.task, mode: back.mode, choice: back.choice, items: back.items, selected: back.selected,
+    touched: back.touched, shownAt: back.shownAt });
+  renderTask();
+  setFlags(back.flags, back.rationale);
+  renderRanking();
+  showProgress();
+}
+
+async function saveRevision(ranking, flags, rationale) {
+  const last = state.lastRanking;
+  state.busy = true;
+  renderRanking();
+  try {
+    const reply = await api(`/api/rankings/${last.id}/revise`, {
+      method: "POST", body: { ranking, flags, rationale, time_spent_ms: Math.round(performance.now() - state.shownAt) },
+    });
+    state.lastRanking = { ...last, id: reply.ranking, groups: ranking, flags, rationale, choice: state.choice };
+    state.busy = false;
+    endRevision();
+    showNotice("info", `Your ranking of task ${last.task.id} is revised; the earlier one stays on record.`);
+    toast("Revision saved");
+  } catch (err) {
+    state.busy = false;
+    if (err.status === 409 || err.status === 404) {
+      // The task closed meanwhile (its round moved on to training), or a newer ranking exists.
+      forgetLastRanking();
+      endRevision();
+      showNotice("warn", `That ranking can no longer be revised: ${err.message}`);
+      return;
+    }
+    renderRanking();
+    showNotice("error", err.message);
+  }
+}
+
 async function skip(reason) {
-  if (!state.task || state.busy) return;
+  if (!state.task || state.busy || state.revising) return;
   state.busy = true;
   try {
     await api(`/api/tasks/${state.task.id}/skip`, { method: "POST", body: { lease: state.lease.id, reason } });
@@ -286,7 +420,7 @@ async function skip(reason) {
 }
 
 function openSkip() {
-  if (!state.task) return;
+  if (!state.task || state.revising) return;
   const dialog = $("skip-dialog");
   $("skip-form").reset();
   dialog.showModal();
@@ -330,11 +464,16 @@ $("write-save").addEventListener("click", async () => {
   }
 });
 
+clearErrorOnEdit($("write-form"), $("write-error"));
 const writeIdeal = () => state.task && openWriter({ prompt: state.prompt, based_on: null });
 const editWinner = () => state.last && openWriter({ prompt: state.last.prompt, based_on: state.last.winner });
 $("write-ideal").addEventListener("click", writeIdeal);
 $("edit-winner").addEventListener("click", editWinner);
 $("empty-edit-winner").addEventListener("click", editWinner);
+$("revise-last").addEventListener("click", startRevision);
+$("empty-revise").addEventListener("click", startRevision);
+$("revise-cancel").addEventListener("click", endRevision);
+$("keep-order").addEventListener("click", keepOrder);
 
 // ---- controls and keys ----
 for (const b of document.querySelectorAll("#pair-choices button")) b.addEventListener("click", () => choose(b.dataset.choice));
@@ -355,6 +494,8 @@ document.addEventListener("keydown", (e) => {
   if (tag === "textarea" || (tag === "input" && e.target.type === "text")) return;
   const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
   if (key === "e" && !state.busy) { e.preventDefault(); editWinner(); return; }
+  if (key === "z" && !state.busy) { e.preventDefault(); startRevision(); return; }
+  if (key === "Escape" && state.revising) { e.preventDefault(); endRevision(); return; }
   if (!state.task || state.busy) return;
   let handled = true;
   if (state.mode === "pair" && (key === "1" || key === "2")) choose(key === "1" ? "A" : "B");
@@ -363,6 +504,7 @@ document.addEventListener("keydown", (e) => {
   else if (state.mode === "nway" && /^[1-8]$/.test(key)) pick(Number(key));
   else if (state.mode === "nway" && (key === "ArrowUp" || key === "ArrowDown") && state.selected !== null) move(state.selected, key === "ArrowUp" ? -1 : 1);
   else if (state.mode === "nway" && (key === "t" || key === "=") && state.selected !== null) toggleTie(state.selected);
+  else if (state.mode === "nway" && key === "k") keepOrder();
   else if (key === "Enter" && tag !== "button") submit();
   else if (key === "s") openSkip();
   else if (FLAG_KEYS[key]) {
@@ -376,5 +518,25 @@ document.addEventListener("keydown", (e) => {
   if (handled) e.preventDefault();
 });
 
+// After a reload the page still knows the last ranking, so it can still be revised.
+function pairChoice(task, groups, flags) {
+  if (groups.length === 1) return flags.includes("both_bad") ? "bad" : "tie";
+  return groups[0][0] === task.responses[0].id ? "A" : "B";
+}
+
+async function restoreLastRanking() {
+  if (state.lastRanking) return;
+  try {
+    const last = await api(`/api/projects/${project.id}/rankings/last`);
+    if (!last || !last.revisable || state.lastRanking) return;
+    const { task } = last;
+    state.lastRanking = { id: last.id, task, prompt: promptOf(task), groups: last.groups, flags: last.flags,
+      rationale: last.rationale, choice: task.responses.length === 2 ? pairChoice(task, last.groups, last.flags) : null };
+    $("revise-last").hidden = Boolean(state.revising);
+    $("empty-revise").hidden = false;
+  } catch { /* nothing to revise */ }
+}
+
 if ($("guidelines")) renderMarkdown($("guidelines"), project.guidelines);
 loadNext();
+restoreLastRanking();
