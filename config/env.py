@@ -77,6 +77,7 @@ class Env:
     serving_engine_api_key: str  # RLHF_SERVING_ENGINE_API_KEY: bearer key for that engine
     serving_max_tokens: int  # RLHF_SERVING_MAX_TOKENS: cap on max_tokens per request
     serving_max_n: int  # RLHF_SERVING_MAX_N: cap on n per request
+    serving_max_choices: int  # RLHF_SERVING_MAX_CHOICES: cap on prompts x n per request
     serving_max_batch: int  # RLHF_SERVING_MAX_BATCH: requests batched into one generate call
     serving_batch_wait_ms: int  # RLHF_SERVING_BATCH_WAIT_MS: how long a decode waits for more requests
     serving_cache_size: int  # RLHF_SERVING_CACHE_SIZE: model versions kept loaded per process
@@ -162,6 +163,7 @@ def load() -> Env:
         serving_engine_api_key=_str("RLHF_SERVING_ENGINE_API_KEY", ""),
         serving_max_tokens=_int("RLHF_SERVING_MAX_TOKENS", 2048, minimum=1),
         serving_max_n=_int("RLHF_SERVING_MAX_N", 16, minimum=1),
+        serving_max_choices=_int("RLHF_SERVING_MAX_CHOICES", 16, minimum=1),
         serving_max_batch=_int("RLHF_SERVING_MAX_BATCH", 8, minimum=1),
         serving_batch_wait_ms=_int("RLHF_SERVING_BATCH_WAIT_MS", 50, minimum=0),
         serving_cache_size=_int("RLHF_SERVING_CACHE_SIZE", 2, minimum=1),

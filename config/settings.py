@@ -177,6 +177,7 @@ RLHF_SERVING_ENGINE_MODEL = ENV.serving_engine_model
 RLHF_SERVING_ENGINE_API_KEY = ENV.serving_engine_api_key
 RLHF_SERVING_MAX_TOKENS = ENV.serving_max_tokens
 RLHF_SERVING_MAX_N = ENV.serving_max_n
+RLHF_SERVING_MAX_CHOICES = ENV.serving_max_choices
 RLHF_SERVING_MAX_BATCH = ENV.serving_max_batch
 RLHF_SERVING_CACHE_SIZE = ENV.serving_cache_size
 RLHF_SERVING_BATCH_WAIT_MS = ENV.serving_batch_wait_ms

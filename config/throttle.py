@@ -55,8 +55,8 @@ def _exclusive():
         os.close(fd)  # closing releases the lock
 
 
-def counter_hit(name: str, *, window_seconds: int, now: float | None = None) -> Window:
-    """Count one event under `name` in the current window of `window_seconds`."""
+def counter_hit(name: str, *, window_seconds: int, now: float | None = None, amount: int = 1) -> Window:
+    """Count `amount` events (one by default) under `name` in the current window of `window_seconds`."""
     now = time.time() if now is None else now
     key, retry = _counter_key(name, window_seconds, now)
     timeout = window_seconds + 5
@@ -64,11 +64,11 @@ def counter_hit(name: str, *, window_seconds: int, now: float | None = None) -> 
         for _ in range(3):
             cache.add(key, 0, timeout=timeout)
             try:
-                return Window(int(cache.incr(key)), retry)
+                return Window(int(cache.incr(key, amount)), retry)
             except ValueError:  # expired between add and incr: add it again
                 continue
-        cache.set(key, 1, timeout=timeout)
-        return Window(1, retry)
+        cache.set(key, amount, timeout=timeout)
+        return Window(amount, retry)
 
 
 def counter_peek(name: str, *, window_seconds: int, now: float | None = None) -> Window:

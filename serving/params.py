@@ -169,6 +169,11 @@ def generation_request_parse(body: dict, *, chat: bool) -> GenerationRequest:
         max_tokens=max_tokens, n=n, seed=seed, stop=_stop(body), stream=stream,
         include_usage=bool(options.get("include_usage")),
     )
+    choices, cap = len(prompts) * n, getattr(settings, "RLHF_SERVING_MAX_CHOICES", 16)
+    if choices > cap:
+        raise bad_request(f"This request asks for {choices} completions ({len(prompts)} prompts x n={n}); at most "
+                          f"{cap} are answered per request (RLHF_SERVING_MAX_CHOICES).",
+                          param="n" if n > 1 else "prompt", code="too_many_completions")
     if stream and (n > 1 or len(prompts) > 1):
         raise bad_request("Streaming answers one prompt with n=1.", param="n" if n > 1 else "prompt")
     try:

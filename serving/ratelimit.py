@@ -13,12 +13,13 @@ from .errors import OpenAIError
 WINDOW_SECONDS = 60
 
 
-def rate_limit_hit(*, rate_key: str) -> None:
-    """Count one request; 429 when the caller is over its budget for this minute."""
+def rate_limit_hit(*, rate_key: str, units: int = 1) -> None:
+    """Count a request as `units` (a request for several completions counts one per completion);
+    429 when the caller is over its budget for this minute."""
     limit = settings.RLHF_API_RATE_LIMIT
-    if not limit:
+    if not limit or units < 1:
         return
-    window = counter_hit(f"v1-rate:{rate_key}", window_seconds=WINDOW_SECONDS)
+    window = counter_hit(f"v1-rate:{rate_key}", window_seconds=WINDOW_SECONDS, amount=units)
     if window.count > limit:
         raise OpenAIError(f"Rate limit reached: {limit} requests per minute for this key. Try again in "
                           f"{window.retry_after} s.", status=429, code="rate_limit_exceeded",

@@ -41,7 +41,8 @@ def openai_endpoint(*methods: str) -> Callable:
                 if request.method not in methods:
                     raise OpenAIError(f"Method {request.method} is not allowed here; use {' or '.join(methods)}.",
                                       status=405, code="method_not_allowed", headers={"Allow": ", ".join(methods)})
-                rate_limit_hit(rate_key=v1_caller(request).rate_key)
+                request.v1_caller = v1_caller(request)  # the views read it: one key check a request
+                rate_limit_hit(rate_key=request.v1_caller.rate_key)
                 return view(request, *args, **kwargs)
             except OpenAIError as exc:
                 return exc.response()
@@ -90,6 +91,8 @@ def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:
 def _complete(request: HttpRequest, *, chat: bool) -> HttpResponse:
     body = parse_json_body(request.body)
     params = generation_request_parse(body, chat=chat)
+    # The wrapper counted the request once; each further completion it asks for counts too.
+    rate_limit_hit(rate_key=request.v1_caller.rate_key, units=len(params.prompts) * params.n - 1)
     served = served_model_resolve(model=params.model)
     if engine_url():
         return proxy_forward(endpoint="chat/completions" if chat else "completions", body=body, served=served)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotate', '0006_project_allow_remote_images'),
+        ('annotate', '0005_import_staging_and_remote_images'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -229,3 +229,19 @@ def test_rate_limit_is_429_per_key(demo, api_key, admin_user, settings):
     assert error["code"] == "rate_limit_exceeded" and int(response["Retry-After"]) > 0
     other = api_key_create(name="other", created_by=admin_user)[1]
     assert call(client, "/v1/models", key=other).status_code == 200  # the budget is per key
+
+
+def test_completions_are_capped_per_request_and_counted_by_size(demo, api_key, settings):
+    """Issue #15 probe: a list of prompts times n once asked for 200 completions as one request."""
+    settings.RLHF_SERVING_MAX_CHOICES = 16
+    many = call(Client(), "/v1/completions", {"model": "latest", "prompt": ["a"] * 20, "n": 10, "max_tokens": 1},
+                api_key)
+    error = assert_openai_error(many, 400, "n")
+    assert error["code"] == "too_many_completions" and "200 completions" in error["message"]
+    settings.RLHF_API_RATE_LIMIT = 10
+    ok = call(Client(), "/v1/completions", {"model": "latest", "prompt": ["a", "b"], "n": 4, "max_tokens": 1,
+                                             "temperature": 0}, api_key)
+    assert ok.status_code == 200 and len(ok.json()["choices"]) == 8
+    # That request counted 8 of the 10 a minute: the next one asking for 3 is over the budget.
+    over = call(Client(), "/v1/completions", {"model": "latest", "prompt": "a", "n": 3, "max_tokens": 1}, api_key)
+    assert_openai_error(over, 429)
