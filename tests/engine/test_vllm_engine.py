@@ -20,7 +20,7 @@ from tests.engine.conftest import TINY_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
-QUESTIONS = ["hello world", "what is two plus two?", "the quick brown fox"]
+QUESTIONS = ["hello world", "what is two plus two?", "the quick brown fox", "a reward model scores"]
 
 
 def post(engine, path: str, body: dict, timeout: float = 120) -> dict:
