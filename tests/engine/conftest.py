@@ -24,9 +24,10 @@ def engine_tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine_session(engine_tiny_model_dir, tmp_path_factory):
+def engine_session(request, tmp_path_factory):
     if engine_python() is None:
         pytest.skip(f"no engine virtualenv at {engine_venv()} (run scripts/ensure_engine.sh, or set ENGINE_VENV)")
+    engine_tiny_model_dir = request.getfixturevalue("engine_tiny_model_dir")
     config = EngineConfig(model=engine_tiny_model_dir, served_model_name=TINY_NAME, max_model_len=512,
                           dtype="float32", kv_cache_space_gib=1, seed=0,
                           log_path=tmp_path_factory.mktemp("engine-log") / "vllm.log")
