@@ -3,6 +3,12 @@ start it in its own process group, wait until it answers, stop the whole group.
 
 Stdlib only (no Django, no torch): the web process, the tests and the benches all import it, and
 the engine itself runs in its own virtualenv (scripts/ensure_engine.sh), reached over HTTP.
+
+    from enginectl.engine_process import EngineConfig, EngineProcess
+    with EngineProcess(EngineConfig(model=path, served_model_name="policy")) as engine:
+        ...  # POST f"{engine.openai_url}/chat/completions"
+
+    python -m enginectl.engine_process data/artifacts/base/SmolLM2-135M-Instruct --name policy --port 8100
 """
 
 from __future__ import annotations
@@ -55,14 +61,17 @@ class EngineConfig:
     host: str = "127.0.0.1"
     port: int | None = None  # None: a free port, re-picked if taken between the check and the bind
     max_model_len: int = 2048  # also bounds the KV cache a single request may need
-    # "auto" keeps the checkpoint's dtype (fp32 for ours). CPUs without avx512_bf16/AMX run bf16
-    # matmuls through a slow fallback, so bf16 is only a win on the newer Xeons.
-    dtype: str = "auto"
+    # Not vLLM's "auto": on CPU that downcasts fp32 checkpoints to bf16 (vllm/config/model.py,
+    # _resolve_auto_dtype), and bf16 flips near-tied greedy choices against our fp32 sampler (the
+    # bundled model answers "L'Etoile..." instead of "Paris" in bf16). fp32 keeps parity.
+    dtype: str = "float32"
     kv_cache_space_gib: int = 2  # VLLM_CPU_KVCACHE_SPACE; vLLM's CPU default is a share of RAM
     # VLLM_CPU_OMP_THREADS_BIND: "auto" pins the worker to all cores but one (one core on a 2-core
     # box) and cannot move off a core another process is using; "nobind" lets the OS schedule.
     omp_threads_bind: str = "nobind"
-    omp_num_threads: int | None = None  # OMP_NUM_THREADS of the worker when not bound; None: all cores
+    # OMP_NUM_THREADS of the worker when not bound. None: all cores but one, as vLLM's own "auto"
+    # does, since the API server and the scheduler process need a core too (1 on a 2-core box).
+    omp_num_threads: int | None = None
     enforce_eager: bool = False  # skip torch.compile warm-up: faster start, slower decode
     enable_lora: bool = False  # --enable-lora plus runtime /v1/load_lora_adapter
     max_lora_rank: int = 16
@@ -96,7 +105,7 @@ class EngineConfig:
             env.pop(key, None)
         if self.omp_threads_bind == "nobind":
             # Without this vLLM drops the worker to one torch thread ("Reducing Torch threads").
-            env["OMP_NUM_THREADS"] = str(self.omp_num_threads or os.cpu_count() or 1)
+            env["OMP_NUM_THREADS"] = str(self.omp_num_threads or max(1, (os.cpu_count() or 1) - 1))
         if self.enable_lora:
             env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
         return env | self.env
@@ -298,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="policy")
     parser.add_argument("--port", type=int)
     parser.add_argument("--max-model-len", type=int, default=2048)
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--kv-cache-gib", type=int, default=2)
     parser.add_argument("--bind", default="nobind", help="VLLM_CPU_OMP_THREADS_BIND")
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS when --bind nobind")
