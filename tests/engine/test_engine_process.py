@@ -143,3 +143,31 @@ def test_missing_engine_venv_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("ENGINE_VENV", str(tmp_path / "nope"))
     with pytest.raises(EngineError, match="run scripts/ensure_engine.sh"):
         EngineProcess(EngineConfig(model="/m")).start()
+
+
+def test_engine_dies_with_the_process_that_started_it(tmp_path, fake_python):
+    """A crashed web process or test run must not leave an engine holding memory and a port."""
+    import subprocess
+
+    starter = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from enginectl.engine_process import EngineConfig, EngineProcess
+            e = EngineProcess(EngineConfig(model="/m", served_model_name="m", python=Path({str(fake_python)!r}),
+                                           log_path=Path({str(tmp_path / "engine.log")!r}),
+                                           env={{"FAKE_PIDFILE": {str(tmp_path / "child.pid")!r}}}))
+            e.start_and_wait(timeout=30)
+            print(e.pid, flush=True)
+            time.sleep(600)
+        """)], cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    server_pid = int(starter.stdout.readline())
+    assert alive(server_pid)
+    starter.kill()
+    starter.wait()
+    deadline = time.monotonic() + 10
+    while alive(server_pid):
+        assert time.monotonic() < deadline, "the engine outlived the process that started it"
+        time.sleep(0.1)
+    # The stand-in does not pass SIGTERM on to its child as vLLM's server does; end it here.
+    os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
