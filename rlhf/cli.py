@@ -156,26 +156,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stage(args: argparse.Namespace, stop: _Interrupt) -> Any:
+    from rlhf.stages import STAGES
+
+    stage = STAGES[args.command]
     data = read_jsonl(args.data)
+    config = build_config(stage.config_class(), args.config, args.set)
     common = {"on_step": _print_step, "should_stop": stop}
-    if args.command == "sft":
-        from rlhf.sft import SFTConfig, train_sft
-
-        return train_sft(build_config(SFTConfig, args.config, args.set), data, args.base, args.out, **common)
-    if args.command == "reward":
-        from rlhf.reward import RewardConfig, train_reward_model
-
-        return train_reward_model(build_config(RewardConfig, args.config, args.set), data, args.base, args.out,
-                                  **common)
-    if args.command == "dpo":
-        from rlhf.dpo import DPOConfig, train_dpo
-
-        return train_dpo(build_config(DPOConfig, args.config, args.set), data, args.policy, args.out, **common)
-    from rlhf.ppo import PPOConfig, train_ppo
-
-    scorer = _parse_value(args.scorer) if args.scorer else None
-    return train_ppo(build_config(PPOConfig, args.config, args.set), data, args.policy, args.reward_model,
-                     args.out, scorer=scorer, **common)
+    if args.command == "ppo":  # the one stage with a reward source beside its policy
+        scorer = _parse_value(args.scorer) if args.scorer else None
+        return stage.train_function()(config, data, args.policy, args.reward_model, args.out, scorer=scorer, **common)
+    start = args.base if args.command in ("sft", "reward") else args.policy
+    return stage.train_function()(config, data, start, args.out, **common)
 
 
 def _generate(args: argparse.Namespace) -> int:

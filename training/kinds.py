@@ -76,24 +76,31 @@ def _scorer(value: Any) -> str | None:
     return None
 
 
+def _stage(name: str) -> dict[str, str]:
+    """A training kind's config class and train function: rlhf's own declaration of the stage
+    (rlhf/stages.py, a plain table, so reading it imports no torch)."""
+    from rlhf.stages import STAGES
+
+    return {"config": STAGES[name].config, "train": STAGES[name].train}
+
+
 SNAPSHOTS = "training.snapshots"
 TRAIN = "training.stage_jobs:run_training"
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("sft", "Trains the policy on the project's demonstrations (next-token loss on the answers).",
-            config="rlhf.sft:SFTConfig", train="rlhf.sft:train_sft", rows=f"{SNAPSHOTS}:read_demonstrations", run=TRAIN,
+            **_stage("sft"), rows=f"{SNAPSHOTS}:read_demonstrations", run=TRAIN,
             snapshot=f"{SNAPSHOTS}:demonstrations", produces="policy"),
     JobKind("reward_model", "Trains a scalar reward head on the project's pairs; reports held-out pairwise "
-            "accuracy.", config="rlhf.reward:RewardConfig", train="rlhf.reward:train_reward_model",
-            rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN, snapshot=f"{SNAPSHOTS}:pairs", produces="reward"),
+            "accuracy.", **_stage("reward"), rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN,
+            snapshot=f"{SNAPSHOTS}:pairs", produces="reward"),
     JobKind("ppo", "Optimises the policy against the reward model (or a verifiable scorer) with a KL penalty to "
-            "the starting policy.", config="rlhf.ppo:PPOConfig", train="rlhf.ppo:train_ppo",
-            rows=f"{SNAPSHOTS}:read_prompts", run=TRAIN, snapshot=f"{SNAPSHOTS}:ppo_prompts",
+            "the starting policy.", **_stage("ppo"), rows=f"{SNAPSHOTS}:read_prompts", run=TRAIN,
+            snapshot=f"{SNAPSHOTS}:ppo_prompts",
             inputs=("policy", "reward_model"), produces="policy",
             extra={"scorer": ExtraField(None, "a verifiable scorer instead of the reward model: a name "
                                               "(numeric, exact_match, contains, regex) or {name, ...}", _scorer)}),
-    JobKind("dpo", "Trains the policy directly on the pairs; no reward model needed.", config="rlhf.dpo:DPOConfig",
-            train="rlhf.dpo:train_dpo", rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN,
-            snapshot=f"{SNAPSHOTS}:pairs", produces="policy"),
+    JobKind("dpo", "Trains the policy directly on the pairs; no reward model needed.", **_stage("dpo"),
+            rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN, snapshot=f"{SNAPSHOTS}:pairs", produces="policy"),
     JobKind("generate", "Samples responses from the policy for prompts and makes ranking tasks (rounds start "
             "this for you).", config="rlhf.sampling:SamplingConfig", run="training.generation:run_generate",
             snapshot=f"{SNAPSHOTS}:given_prompts", inputs=("policy", "prompt_ids"),
