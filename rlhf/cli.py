@@ -9,9 +9,10 @@
     python -m rlhf train-bpe --data corpus.txt --vocab-size 8000 --out DIR
 
 Training stages print one JSON line per step; Ctrl-C (or creating the --stop-file) cancels between
-steps and keeps the resumable state, so the same command continues the run. Every stage runs the
-same under `accelerate launch [--config_file rlhf/accelerate_configs/ddp.yaml] --num_processes N
--m rlhf <stage> ...`: rank 0 prints, writes --events and saves; a stop seen by any rank stops all.
+steps and keeps the resumable state (exit code 130), so the same command continues the run. Every
+stage runs the same under `accelerate launch [--config_file rlhf/accelerate_configs/ddp.yaml]
+--num_processes N -m rlhf <stage> ...`: rank 0 prints, writes --events and saves; a stop seen by
+any rank stops all, and a cancelled launch exits 0 with "cancelled": true in its last line.
 """
 
 from __future__ import annotations
@@ -185,13 +186,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stage_command(args: argparse.Namespace) -> int:
-    from rlhf.distributed import launch_rank
+    from rlhf.distributed import launch_rank, launch_size
     from rlhf.stages import STAGES
 
     stage = STAGES[args.command]
     data = read_jsonl(args.data)
     config = build_config(stage.config_class(), args.config, args.set)
     events = _Events(args.events, main=launch_rank(config.device) == 0)
+    launched = launch_size(config.device) > 1
     with _Interrupt() as interrupt:
         try:
             result = _run_stage(args, stage, data, config, events, _StopFile(interrupt, args.stop_file))
@@ -202,7 +204,9 @@ def _stage_command(args: argparse.Namespace) -> int:
     events.write("result", **summary)
     if events.main:
         print(json.dumps(summary, default=str))
-    return 130 if result.cancelled else 0
+    # 130 tells a shell that the run stopped with its state kept; a launched rank exits 0 instead, as
+    # torchrun takes any other code for a crash and tears the group down: the result line says it.
+    return 130 if result.cancelled and not launched else 0
 
 
 def _run_stage(args: argparse.Namespace, stage: Any, data: list[dict], config: Any, events: _Events,

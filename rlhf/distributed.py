@@ -166,6 +166,13 @@ def launch_rank(device: str | None = None) -> int:
     return PartialState(cpu=_on_cpu(device)).process_index
 
 
+def launch_size(device: str | None = None) -> int:
+    """How many processes accelerate's launcher started for this run (1 alone)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=_on_cpu(device)).num_processes
+
+
 def world_for(device: str | None = None, precision: str = "fp32") -> World:
     """The world this process was launched into. accelerate's launcher describes it (the process
     group variables, and its own flags for FSDP and DeepSpeed), so it is accelerate that reads them."""
