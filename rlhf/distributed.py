@@ -194,5 +194,11 @@ def world_for(device: str | None = None, precision: str = "fp32") -> World:
                                   cpu=_on_cpu(device))
     except ValueError as exc:
         raise ValueError(f"{exc} (under accelerate launch one process runs one stage)") from exc
+    if engine == "deepspeed":
+        # DeepSpeed wants a micro-batch size, which accelerate reads from a prepared dataloader; we
+        # prepare none (the loop shares its own global batches), and accumulate nothing.
+        ds = accelerator.state.deepspeed_plugin.deepspeed_config
+        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds["train_micro_batch_size_per_gpu"] = 1
     return World(accelerator.process_index, accelerator.num_processes, accelerator.device, engine or "ddp",
                  accelerator)
