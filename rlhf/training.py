@@ -216,7 +216,7 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
             if world.any(should_stop is not None and should_stop()):
                 save(epoch, b, epoch_rng)
                 return LoopOutcome(history, True, last_eval, world, trained)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             mine = world.share(idx)
             with autocast(device, config.precision):
                 # A rank with no share of a small batch still joins the step, on a zero-weight copy.
@@ -231,7 +231,8 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
             record = {"step": step, "total_steps": total, "epoch": epoch, "loss": metrics.pop("loss"),
                       "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "batch_size": len(idx),
                       "samples_seen": seen, "processes": world.size,
-                      "step_time_s": elapsed, "elapsed_s": time.perf_counter() - start, **metrics}
+                      "step_time_s": elapsed, "step_cpu_s": time.process_time() - cpu0,  # this rank's CPU
+                      "elapsed_s": time.perf_counter() - start, **metrics}
             record["tokens_per_s"] = metrics.get("tokens", 0) / max(elapsed, 1e-9)
             if eval_fn is not None and config.eval_every and step % config.eval_every == 0 and step < total:
                 stage_begins(on_stage, "evaluating")

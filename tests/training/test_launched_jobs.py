@@ -108,3 +108,16 @@ def test_a_killed_launch_fails_its_job_with_its_last_lines_and_the_relaunch_fini
     assert job.attempts == 2 and ModelVersion.objects.filter(job=job).count() == 1
     version = ModelVersion.objects.get(job=job)
     assert version.metrics["processes"] == 2 and version.metrics["batch_size"] == 2
+
+
+@pytest.mark.parametrize("config, field", [({"processes": 0}, "processes"), ({"processes": "2"}, "processes"),
+                                           ({"accelerate_config": "mpi"}, "accelerate_config")])
+def test_launch_fields_are_checked_like_the_rest_of_the_config(config, field):
+    from config.errors import ApplicationError
+    from training.kinds import config_validate
+
+    with pytest.raises(ApplicationError) as caught:
+        config_validate("reward_model", config)
+    assert field in caught.value.details
+    assert config_validate("dpo", {"processes": 4, "accelerate_config": "fsdp"})["processes"] == 4
+    assert config_validate("sft", {})["processes"] == 1 and config_validate("ppo", {})["accelerate_config"] is None
