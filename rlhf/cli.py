@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stage_command(args: argparse.Namespace) -> int:
-    from rlhf.distributed import launch_rank, launch_size
+    from rlhf.distributed import die_with_launcher, launch_rank, launch_size
     from rlhf.stages import STAGES
 
     stage = STAGES[args.command]
@@ -194,6 +194,8 @@ def _stage_command(args: argparse.Namespace) -> int:
     config = build_config(stage.config_class(), args.config, args.set)
     events = _Events(args.events, main=launch_rank(config.device) == 0)
     launched = launch_size(config.device) > 1
+    if launched:
+        die_with_launcher()
     with _Interrupt() as interrupt:
         try:
             result = _run_stage(args, stage, data, config, events, _StopFile(interrupt, args.stop_file))

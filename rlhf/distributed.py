@@ -173,6 +173,23 @@ def launch_size(device: str | None = None) -> int:
     return PartialState(cpu=_on_cpu(device)).num_processes
 
 
+def die_with_launcher() -> None:
+    """Make this rank get SIGTERM when its launcher dies (Linux). torchrun starts each rank in a session
+    of its own, so a launcher killed outright (SIGKILL, the OOM killer) would leave its ranks training
+    on, unseen, beside the relaunch that replaces them."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except OSError:
+        return
+    prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the launcher died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def world_for(device: str | None = None, precision: str = "fp32") -> World:
     """The world this process was launched into. accelerate's launcher describes it (the process
     group variables, and its own flags for FSDP and DeepSpeed), so it is accelerate that reads them."""
