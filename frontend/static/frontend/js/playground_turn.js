@@ -98,8 +98,9 @@ function metaParts(turn) {
   return parts;
 }
 
-// Whitespace pieces would be invisible boxes: show spaces, newlines and tabs as symbols.
-const visible = (piece) => piece.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅";
+// Whitespace and control characters would be invisible or empty boxes: show them as symbols.
+const visible = (piece) => piece.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥")
+  .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`) || "∅";
 
 // Byte-level BPE (GPT-2, SmolLM2) writes each byte as one printable character in its vocabulary:
 // 33-126, 161-172 and 174-255 as themselves, the other bytes as 256, 257, … in order.
