@@ -127,7 +127,7 @@ def test_both_columns_stream_at_once_and_show_what_the_model_saw(page, make_user
     assert held_streams.started == 2, f"{held_streams.started} stream(s) reached the server while the first was held"
     for n in (1, 2):
         assert column(page, n).get_by_role("status").inner_text() == "Waiting for the model…"
-    screenshot(page, "30-playground-waiting")
+    screenshot(page, "80-playground-waiting")
 
     # Both have their first words before either is done.
     held_streams.before.set()
@@ -135,12 +135,12 @@ def test_both_columns_stream_at_once_and_show_what_the_model_saw(page, make_user
     assert page.locator(".msg.assistant[data-done=true]").count() == 0
     for n in (1, 2):
         assert column(page, n).locator(".msg.assistant .pg-out").inner_text().strip()
-    screenshot(page, "31-playground-both-streaming")
+    screenshot(page, "81-playground-both-streaming")
 
     held_streams.after.set()
     for n in (1, 2):
         column(page, n).locator("[aria-label='Answer tokens']").wait_for()
-    screenshot(page, "32-playground-answered")
+    screenshot(page, "82-playground-answered")
 
     assert len(responses) == 2
     messages = [{"role": "user", "content": question}]
@@ -182,6 +182,7 @@ def test_both_columns_stream_at_once_and_show_what_the_model_saw(page, make_user
         assert "total " in details.locator("[data-field=latency]").inner_text()
         assert (bubble.get_by_text("cut off at max tokens").count() == 1) == (finish == "length")
         assert bubble.locator(".pg-version").inner_text() == f"#{version.pk} {version.name}"
+        assert not any(word in col.inner_text() for word in ("null", "undefined", "NaN"))
     assert "**bold**" not in column(page, 1).locator(".msg.user").inner_text()
 
 
@@ -209,7 +210,7 @@ def test_stop_keeps_both_conversations_in_step(page, make_user, served_models, h
     for n in (1, 2):
         heading = column(page, n).get_by_role("heading", name="Answer, stopped:")
         assert int(heading.inner_text().split(": ")[1].split()[0]) >= 1
-    screenshot(page, "33-playground-stopped")
+    screenshot(page, "83-playground-stopped")
     held_streams.after.set()
 
     page.get_by_label("Message", exact=True).fill("second question")
@@ -225,7 +226,7 @@ def test_stop_keeps_both_conversations_in_step(page, make_user, served_models, h
         roles = [m["role"] for m in body["messages"]]
         assert roles == ["user", "assistant", "user"]
         assert body["messages"][1]["content"].strip(), "the stopped answer is part of the conversation"
-    screenshot(page, "34-playground-after-stop")
+    screenshot(page, "84-playground-after-stop")
 
 
 def test_view_code_gives_the_current_request_and_it_runs(page, make_user, served_models, live_server, screenshot):
@@ -246,7 +247,7 @@ def test_view_code_gives_the_current_request_and_it_runs(page, make_user, served
     page.get_by_role("button", name="View code").click()
     curl = page.get_by_label("curl", exact=True).inner_text()
     python = page.get_by_label("Python", exact=True).inner_text()
-    screenshot(page, "35-playground-code")
+    screenshot(page, "85-playground-code")
 
     assert curl.startswith(f"curl {live_server.url}/v1/chat/completions")
     assert '"Authorization: Bearer $RLHF_API_KEY"' in curl

@@ -92,15 +92,15 @@ function metaParts(turn) {
   const total = turn.endAt - turn.started;
   const timing = [turn.firstAt !== null ? `first token ${seconds(turn.firstAt - turn.started)}` : null, `total ${seconds(total)}`];
   const generated = turn.usage ? turn.usage.completion_tokens : turn.ids.length;
-  if (turn.firstAt !== null && generated > 1 && turn.endAt > turn.firstAt) {
-    timing.push(`${((generated - 1) / ((turn.endAt - turn.firstAt) / 1000)).toFixed(1)} tokens/s`);
-  }
+  // Over the whole answer: chunks may arrive in bursts, so a rate between the first and the last is noise.
+  if (generated > 0 && total > 0) timing.push(`${(generated / (total / 1000)).toFixed(1)} tokens/s`);
   parts.push(h("span", { "data-field": "latency", title: "measured in this browser, from Send" }, timing.filter(Boolean).join(" · ")));
   return parts;
 }
 
-// Whitespace pieces would be invisible boxes: show spaces, newlines and tabs as symbols.
-const visible = (piece) => piece.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅";
+// Whitespace and control characters would be invisible or empty boxes: show them as symbols.
+const visible = (piece) => piece.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥")
+  .replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`) || "∅";
 
 // Byte-level BPE (GPT-2, SmolLM2) writes each byte as one printable character in its vocabulary:
 // 33-126, 161-172 and 174-255 as themselves, the other bytes as 256, 257, … in order.
@@ -148,7 +148,7 @@ export async function showTokens(box, model, turn) {
   const on = turn.version !== null ? String(turn.version) : model;
   const [prompt, answer] = await Promise.all([piecesOf(on, turn.promptIds), piecesOf(on, turn.ids)]);
   const answerTitle = turn.status === "stopped" ? `Answer, stopped: ${tokens(answer.length)} so far` : `Answer: ${answer.length} generated ${answer.length === 1 ? "token" : "tokens"}`;
-  box.append(
+  box.append(...[
     h("h3", {}, `Prompt as the model saw it: ${tokens(prompt.length)}`),
     h("div", { class: "tokens", "aria-label": "Prompt tokens" }, tokenSpans(prompt, "prompt")),
     turn.promptText !== null ? h("details", { class: "prompt-text" }, h("summary", { class: "small" }, "Prompt text after the chat template"),
@@ -156,5 +156,6 @@ export async function showTokens(box, model, turn) {
     h("h3", {}, answerTitle),
     h("div", { class: "tokens", "aria-label": "Answer tokens" }, tokenSpans(answer, "answer")),
     [...prompt, ...answer].some((t) => t.piece.includes("\ufffd"))
-      ? h("p", { class: "small muted" }, "Hex in italics: the bytes of a character that is split over several tokens.") : null);
+      ? h("p", { class: "small muted" }, "Hex in italics: the bytes of a character that is split over several tokens.") : null,
+  ].filter(Boolean));
 }
