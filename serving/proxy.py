@@ -127,18 +127,10 @@ def _relay(conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse,
         yield b"data: [DONE]\n\n"
     finally:
         # Reached when the stream ends and when the client went away (the WSGI server closes this
-        # generator): closing the connection makes vLLM abort the request.
-        _hang_up(conn)
-
-
-def _hang_up(conn: http.client.HTTPConnection) -> None:
-    sock = conn.sock
-    if sock is not None:
-        try:
-            sock.shutdown(2)
-        except OSError:
-            pass
-    conn.close()
+        # generator): closing the connection makes vLLM abort the request. The response holds the
+        # socket (the connection let go of it when the response began), so it is closed first.
+        upstream.close()
+        conn.close()
 
 
 def _unreachable(route: EngineRoute, exc: BaseException) -> OpenAIError:
