@@ -19,7 +19,7 @@ QUESTIONS = ["hello world", "what is two plus two?", "the quick brown fox", "a r
 def served_policy(settings, engine, engine_artifacts):
     """A project whose promoted policy is A, served by the session's engine (an Engine row, as the
     supervisor writes it)."""
-    from annotate.models import Prompt, Project
+    from annotate.models import Project, Prompt
     from registry.models import ModelVersion
     from tests.serving.conftest import register_engine
 
