@@ -20,6 +20,8 @@ MAX_STOP = 4  # OpenAI's limit
 # Parameters clients send that we cannot honour; silently ignoring them would give wrong answers.
 UNSUPPORTED = ("tools", "functions", "logit_bias", "response_format", "suffix", "echo", "best_of", "logprobs",
                "top_logprobs", "audio", "prediction")
+# Those the inference engine (vLLM) answers itself when /v1 forwards to it: log-probs come from it.
+ENGINE_OPTIONS = ("logprobs", "top_logprobs")
 
 
 @dataclass
@@ -131,9 +133,12 @@ def _prompts(body: dict) -> list[str]:
     return prompts
 
 
-def generation_request_parse(body: dict, *, chat: bool) -> GenerationRequest:
-    """Validate a request body; every problem is a 400 naming the parameter."""
+def generation_request_parse(body: dict, *, chat: bool, engine_options: bool = False) -> GenerationRequest:
+    """Validate a request body; every problem is a 400 naming the parameter. engine_options: the
+    request goes to the inference engine, which also answers ENGINE_OPTIONS."""
     for name in UNSUPPORTED:
+        if engine_options and name in ENGINE_OPTIONS:
+            continue
         value = body.get(name)
         if value not in (None, False, 0, [], {}) and not (name == "best_of" and value == 1):
             raise bad_request(f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter")

@@ -18,9 +18,11 @@ from config.errors import ApplicationError, body_too_large_message
 
 from .auth import v1_caller
 from .engine import LoadedModel, StreamDelta, StreamEnd, loaded_model_get
+from .engine_choice import TRANSFORMERS, serving_engine
+from .engines import engine_route
 from .errors import OpenAIError
 from .params import GenerationRequest, generation_request_parse, parse_json_body
-from .proxy import engine_url, proxy_forward
+from .proxy import proxy_forward
 from .ratelimit import rate_limit_hit
 from .resolve import ServedModel, served_model_list, served_model_resolve
 
@@ -90,12 +92,15 @@ def unknown_endpoint(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 def _complete(request: HttpRequest, *, chat: bool) -> HttpResponse:
     body = parse_json_body(request.body)
-    params = generation_request_parse(body, chat=chat)
+    forwarded = serving_engine().name != TRANSFORMERS
+    params = generation_request_parse(body, chat=chat, engine_options=forwarded)
     # The wrapper counted the request once; each further completion it asks for counts too.
     rate_limit_hit(rate_key=request.v1_caller.rate_key, units=len(params.prompts) * params.n - 1)
     served = served_model_resolve(model=params.model)
-    if engine_url():
-        return proxy_forward(endpoint="chat/completions" if chat else "completions", body=body, served=served)
+    if forwarded:
+        return proxy_forward(endpoint="chat/completions" if chat else "completions", body=body,
+                             route_for=lambda: engine_route(served),
+                             greedy_copies=params.n if params.strategy == "greedy" else 1)
     loaded = loaded_model_get(served)
     config = params.sampling_config(loaded.max_new_tokens(params))
     answer = _Answer(served, chat, _prompt_extras(params, loaded), params.return_token_ids)
