@@ -274,3 +274,33 @@ def test_view_code_gives_the_current_request_and_it_runs(page, make_user, served
     ran = subprocess.run(["bash", "-c", curl], env=env, capture_output=True, text=True, timeout=120)
     answer = json.loads(ran.stdout)
     assert answer["system_fingerprint"] == f"model-version-{b.pk}" and answer["usage"]["completion_tokens"] <= 7
+
+
+def test_a_failing_column_shows_its_error_and_the_other_still_answers(page, make_user, served_models, screenshot):
+    a, b = served_models
+    (settings.ARTIFACTS_ROOT / "policies" / "empty").mkdir()
+    b.path = "policies/empty"  # a checkpoint that cannot be loaded
+    b.save(update_fields=["path"])
+    make_user("ada", "admin")
+    login(page, "ada")
+    open_playground(page, a, b)
+    for question in ("first question", "second question"):
+        page.get_by_label("Message", exact=True).fill(question)
+        page.get_by_role("button", name="Send").click()
+        wait_for(page, "n => document.querySelectorAll('.msg.assistant[data-done=true]').length === n",
+                 2 if question.startswith("first") else 4)
+        failed = column(page, 2).locator(".msg.assistant").last
+        assert failed.get_attribute("data-status") == "error"
+        assert "cannot be loaded" in failed.get_by_role("alert").inner_text()
+        assert column(page, 1).locator(".msg.assistant").last.get_attribute("data-status") == "done"
+    for n in (1, 2):  # still in step
+        texts = column(page, n).locator(".msg.user > div:nth-child(2)").all_inner_texts()
+        assert texts == ["first question", "second question"]
+    column(page, 1).locator("[aria-label='Answer tokens']").wait_for()
+    screenshot(page, "87-playground-one-column-failed")
+
+    # "Show tokens" hides and brings back the token view of the newest answer.
+    page.get_by_label("Show tokens").uncheck()
+    assert column(page, 1).locator(".tokens-box").inner_text() == ""
+    page.get_by_label("Show tokens").check()
+    column(page, 1).locator("[aria-label='Answer tokens'] .tok").first.wait_for()

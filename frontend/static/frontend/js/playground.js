@@ -56,7 +56,7 @@ function buildColumns() {
       h("h2", { style: "margin-top:0", class: "small muted col-title" }, select.selectedOptions[0]?.textContent || ""),
       h("div", { class: "chat history" }),
       h("div", { class: "tokens-box" }));
-    return { select, history: [], el };
+    return { select, history: [], el, last: null }; // last: the newest turn, for the token view
   });
   $("columns").className = `pg-cols ${compare ? "" : "single"}`;
   $("columns").replaceChildren(...columns.map((c) => c.el));
@@ -96,12 +96,21 @@ async function send(text) {
   });
   const answers = await Promise.all(turns.map(({ bubble, request }) => runTurn({ bubble, request, signal, versionName })));
   // A stopped or failed answer stays as far as it got, so the conversations stay in step.
-  turns.forEach(({ col }, i) => col.history.push({ role: "assistant", content: answers[i].content }));
+  turns.forEach(({ col, request }, i) => {
+    col.history.push({ role: "assistant", content: answers[i].content });
+    col.last = { model: request.model, turn: answers[i] };
+  });
   renderCode();
-  if ($("show-tokens").checked) {
-    await Promise.all(turns.map(({ col, request }, i) => showTokens(col.el.querySelector(".tokens-box"), request.model, answers[i])
-      .catch((err) => showError($("notice"), err))));
-  }
+  await tokenViews();
+}
+
+/** Each column's token view of its newest turn, or none when "Show tokens" is off. */
+function tokenViews() {
+  return Promise.all(columns.map((col) => {
+    const box = col.el.querySelector(".tokens-box");
+    if (!$("show-tokens").checked || !col.last) return box.replaceChildren();
+    return showTokens(box, col.last.model, col.last.turn).catch((err) => showError($("notice"), err));
+  }));
 }
 
 $("ask").addEventListener("submit", async (e) => {
@@ -131,6 +140,7 @@ $("compare").addEventListener("change", buildColumns);
 $("model-a").addEventListener("change", buildColumns);
 $("model-b").addEventListener("change", buildColumns);
 $("strategy").addEventListener("change", syncStrategyFields);
+$("show-tokens").addEventListener("change", tokenViews);
 
 // ---- view code ---------------------------------------------------------------------------------
 

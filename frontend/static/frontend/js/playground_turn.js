@@ -63,6 +63,7 @@ export async function runTurn({ bubble, request, signal, versionName }) {
   }
   turn.endAt = performance.now();
   if (turn.content) paint();
+  else if (turn.status === "error") bubble.body.replaceChildren(); // the error below says it all
   else bubble.body.replaceChildren(h("p", { class: "muted small" }, turn.status === "stopped" ? "(stopped before the first word)" : "(no text)"));
   bubble.el.dataset.status = turn.status;
   bubble.el.dataset.finish = turn.finish || "";
