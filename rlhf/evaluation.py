@@ -31,8 +31,9 @@ class EvalConfig:
 
 
 @torch.no_grad()
-def _sequence_logprob(model: Any, tokenizer: Any, prompt: Any, response_ids: list[int], temperature: float
-                      ) -> float:
+def sequence_logprob(model: Any, tokenizer: Any, prompt: Any, response_ids: list[int], temperature: float
+                     ) -> float:
+    """Summed log-prob of response_ids after the prompt (a user turn of the chat template when plain)."""
     if not response_ids:
         return 0.0
     p = encode_prompt(tokenizer, prompt, wrap_plain=True)
@@ -58,8 +59,8 @@ def compare_policies(candidate: str | Path, previous: str | Path, reward_model: 
     prev_model, prev_tok = load_policy(previous)
     cand = [g[0] for g in generate(cand_model, cand_tok, prompts, sampling, wrap_plain=True, should_stop=should_stop)]
     prev = [g[0] for g in generate(prev_model, prev_tok, prompts, sampling, wrap_plain=True, should_stop=should_stop)]
-    kls = [_sequence_logprob(cand_model, cand_tok, p, g.token_ids, config.temperature)
-           - _sequence_logprob(prev_model, prev_tok, p, g.token_ids, config.temperature)
+    kls = [sequence_logprob(cand_model, cand_tok, p, g.token_ids, config.temperature)
+           - sequence_logprob(prev_model, prev_tok, p, g.token_ids, config.temperature)
            for p, g in zip(prompts, cand, strict=True)]
     report = {"prompts": float(len(prompts)), "kl": sum(kls) / len(kls),
               "length": sum(g.completion_tokens for g in cand) / len(cand)}

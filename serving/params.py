@@ -39,6 +39,10 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
+    # vLLM's extensions, answered the same way: the prompt's and the completion's token ids, and
+    # (chat) the prompt text the chat template made.
+    return_token_ids: bool = False
+    return_prompt_text: bool = False
 
     def sampling_config(self, max_new_tokens: int | None = None) -> Any:
         from rlhf.sampling import SamplingConfig
@@ -154,6 +158,10 @@ def generation_request_parse(body: dict, *, chat: bool, engine_options: bool = F
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", param="stream", code="invalid_type")
+    flags = {name: body.get(name) or False for name in ("return_token_ids", "return_prompt_text")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise bad_request(f"'{name}' must be a boolean.", param=name, code="invalid_type")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad_request("'stream_options' must be an object.", param="stream_options", code="invalid_type")
@@ -172,7 +180,7 @@ def generation_request_parse(body: dict, *, chat: bool, engine_options: bool = F
         model=body.get("model"), prompts=prompts, chat=chat, strategy=strategy,
         temperature=temperature if temperature > 0 else 1.0, top_k=top_k or 50, top_p=top_p,
         max_tokens=max_tokens, n=n, seed=seed, stop=_stop(body), stream=stream,
-        include_usage=bool(options.get("include_usage")),
+        include_usage=bool(options.get("include_usage")), **flags,
     )
     choices, cap = len(prompts) * n, getattr(settings, "RLHF_SERVING_MAX_CHOICES", 16)
     if choices > cap:

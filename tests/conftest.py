@@ -131,3 +131,16 @@ def tiny_model_dir(tmp_path) -> Path:
     from tests.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path / "tiny-model")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped, saying so, on a machine without it."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in marked:
+            item.add_marker(skip)
