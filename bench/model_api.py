@@ -1,16 +1,16 @@
-"""Speed of the model API: time to first token and tokens/s for 1 and N concurrent clients, each
-against calling transformers' `generate` directly on the same model in the same run.
+"""The model API side by side in one run: our /v1 forwarding to its managed vLLM, that vLLM server
+called directly (the same process, same checkpoint), and our /v1 on the transformers fallback;
+C concurrent clients, streaming and not: tokens/s, TTFT p50/p95, request p50.
 
-Without --url it starts the service itself (gunicorn, one process with many threads, so one model
-copy serves every client and concurrent requests can batch) in a scratch data folder, registers the
-model as the promoted policy of project "demo" and creates an API key.
+Starts everything itself in a scratch data folder (SQLite): the model becomes project "demo"'s
+promoted policy, one gunicorn serves /v1 with RLHF_SERVING_ENGINE=vllm beside `manage.py
+run_engines` (which starts the engine), a second gunicorn serves /v1 with the fallback.
 
-    .venv/bin/python bench/model_api.py                              # bundled SmolLM2-135M, small settings
-    .venv/bin/python bench/model_api.py --max-tokens 32 --requests 2 --clients 1,8
-    .venv/bin/python bench/model_api.py --url http://host:8000 --key rlhf-... --model latest --skip-direct
+    .venv/bin/python bench/model_api.py                                     # bundled SmolLM2-135M, bf16
+    .venv/bin/python bench/model_api.py --clients 1,8 --fallback-clients 1 --requests 2 --max-tokens 32
 
-Every request is greedy with a fixed max_tokens, so the server and generate() do the same work;
-tokens/s counts the completion tokens each side reports, over the wall time of the whole run.
+The measuring is bench/engine_raw.py's: sampled chat completions (temperature 0.7, top-p 0.9, no
+seed), targets taking turns on each measure so the machine's load hits them alike.
 """
 
 from __future__ import annotations
@@ -18,243 +18,168 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import engine_raw  # noqa: E402 - bench/ is not a package
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "data/artifacts/base/SmolLM2-135M-Instruct"
-QUESTIONS = ["Why is the sky blue?", "Name a fruit that is yellow.", "What is the capital of France?",
-             "Give a tip for sleeping well.", "What does a bee make?", "How many legs does a spider have?",
-             "Suggest a name for a cat.", "What is 12 plus 30?", "Describe rain in one sentence.",
-             "Why do we sleep?", "What is a reward model?", "Tell me a fact about the moon."]
 
 SETUP = """
 from annotate.models import Project
 from registry.models import ModelVersion
 from serving.keys import api_key_create
 project, _ = Project.objects.get_or_create(slug="demo", defaults={"name": "Demo"})
-ModelVersion.objects.create(name="bench", kind="policy", path={path!r}, source="bench", project=project,
-                            promoted=True)
-print("KEY=" + api_key_create(name="bench")[1])
+version = ModelVersion.objects.create(name="bench", kind="policy", path=PATH, source="bench", project=project,
+                                      promoted=True)
+print("KEY=" + api_key_create(name="bench")[1] + " VERSION=" + str(version.pk))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def healthz(url: str) -> dict:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:  # 503 while a part is missing (no worker here): still JSON
+        return json.loads(exc.read())
+    except (OSError, ValueError):
+        return {}
 
 
-def start_service(model_dir: Path, scratch: Path, threads: int, torch_threads: int | None
-                  ) -> tuple[subprocess.Popen, str, str]:
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(torch_threads)} if torch_threads else {}), "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(model_dir.parent),
-           "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
-           "RLHF_API_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1"}
-    env.pop("CACHE_URL", None)
-    manage = [sys.executable, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v", "0"], env=env, cwd=REPO, check=True)
-    out = subprocess.run([*manage, "shell", "-c", SETUP.replace("{path!r}", repr(model_dir.name))], env=env, cwd=REPO,
-                         check=True, capture_output=True, text=True).stdout
-    key = next(line[4:] for line in out.splitlines() if line.startswith("KEY="))
-    port = free_port()
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    proc = subprocess.Popen([gunicorn, "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-                             "--threads", str(threads), "--timeout", "600", "--log-level", "warning"],
-                            env=env, cwd=REPO, stdout=open(scratch / "web.log", "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+def wait_for(fn, timeout: float, what: str, procs: list[subprocess.Popen], logs: list[Path]):
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited:\n{(scratch / 'web.log').read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{url}/healthz", timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break  # answering; 503 only means no Celery worker, which this bench does not need
-        except OSError:
-            time.sleep(0.3)
-    return proc, url, key
-
-
-# ---- the server side --------------------------------------------------------------------------------
-
-
-def post(url: str, key: str, body: dict) -> urllib.request.Request:
-    request = urllib.request.Request(f"{url}/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("Authorization", f"Bearer {key}")
-    return request
-
-
-def chat_body(model: str, question: str, max_tokens: int, **extra) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0,
-            "max_tokens": max_tokens, **extra}
-
-
-def server_ttft(url: str, key: str, model: str, questions: list[str], max_tokens: int) -> list[float]:
-    """Seconds from sending a streamed request to its first content chunk."""
-    times = []
-    for question in questions:
-        start = time.perf_counter()
-        with urllib.request.urlopen(post(url, key, chat_body(model, question, max_tokens, stream=True)),
-                                    timeout=600) as response:
-            first = None
-            for line in response:
-                if first is None and line.startswith(b"data: {") and b'"content": "' in line \
-                        and b'"content": ""' not in line:
-                    first = time.perf_counter() - start
-            times.append(first if first is not None else time.perf_counter() - start)
-    return times
-
-
-def server_throughput(url: str, key: str, model: str, clients: int, requests: int, max_tokens: int
-                      ) -> tuple[float, int, float]:
-    """(tokens/s, completion tokens, seconds) for `clients` threads each sending `requests` requests."""
-
-    def client(i: int) -> int:
-        tokens = 0
-        for r in range(requests):
-            question = QUESTIONS[(i * requests + r) % len(QUESTIONS)]
-            with urllib.request.urlopen(post(url, key, chat_body(model, question, max_tokens)), timeout=600) as resp:
-                tokens += json.loads(resp.read())["usage"]["completion_tokens"]
-        return tokens
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        tokens = sum(pool.map(client, range(clients)))
-    seconds = time.perf_counter() - start
-    return tokens / seconds, tokens, seconds
-
-
-# ---- transformers' generate, directly -------------------------------------------------------------
-
-
-class Direct:
-    """transformers' generate on the same checkpoint in this process: the yardstick."""
-
-    def __init__(self, model_dir: Path):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None or self.tokenizer.pad_token == self.tokenizer.eos_token:
-            self.tokenizer.pad_token = "<|endoftext|>"
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-        self.run(QUESTIONS[:1], 2)  # warm-up
-
-    def run(self, batch: list[str], new_tokens: int) -> int:
-        tok = self.tokenizer
-        texts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-                 for q in batch]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with self.torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        new = out[:, enc["input_ids"].shape[1]:]
-        eos = new == tok.eos_token_id
-        # Generated tokens up to and including the first EOS, as the service counts them.
-        after = (eos.long().cumsum(-1) - eos.long()) > 0
-        return int((~after & (new != tok.pad_token_id)).sum())
-
-    def ttft(self, question: str) -> float:
-        start = time.perf_counter()
-        self.run([question], 1)
-        return time.perf_counter() - start
-
-    def throughput(self, clients: int, requests: int, max_tokens: int) -> tuple[float, int, float]:
-        """N clients' requests as rounds of one left-padded batch of N prompts."""
-        start = time.perf_counter()
-        tokens = 0
-        for r in range(requests):
-            tokens += self.run([QUESTIONS[(i * requests + r) % len(QUESTIONS)] for i in range(clients)], max_tokens)
-        seconds = time.perf_counter() - start
-        return tokens / seconds, tokens, seconds
-
-
-def clients_list(spec) -> list[int]:
-    return [int(c) for c in str(spec).split(",")]
+        for proc, log in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                raise SystemExit(f"{what}: a process exited; its log:\n{log.read_text(errors='replace')[-3000:]}")
+        value = fn()
+        if value:
+            return value
+        time.sleep(1)
+    raise SystemExit(f"timed out waiting for {what}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--url", help="a running service; default: start one")
-    parser.add_argument("--key", help="API key for --url")
-    parser.add_argument("--model", default="latest", help="model name to request")
-    parser.add_argument("--clients", default="1,8", help="concurrent client counts, comma separated")
-    parser.add_argument("--requests", type=int, default=3, help="requests per client")
-    parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--ttft-requests", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=16, help="gunicorn threads of the started server")
-    parser.add_argument("--skip-direct", action="store_true")
-    parser.add_argument("--torch-threads", type=int, help="intra-op threads on both sides (default: torch's "
-                        "choice); 1 is much steadier on a CPU shared with other work")
+    parser.add_argument("--dtype", default="bfloat16", help="the engine's dtype (RLHF_SERVING_ENGINE_DTYPE)")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--fallback-clients", default="1,8", help="client counts the fallback is measured at "
+                        "(it takes minutes at 32)")
+    parser.add_argument("--modes", default="stream,plain")
+    parser.add_argument("--requests", type=int, default=3, help="requests per client per measure")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--threads", type=int, default=48, help="gunicorn threads (one per open stream)")
+    parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    args.extra, args.timeout = {}, 900
+    if not (args.model_dir / "config.json").is_file():
+        raise SystemExit(f"{args.model_dir} is not a model directory; run `make run` once (it converts the bundled model)")
 
-    if args.torch_threads:
-        import torch
+    scratch = Path(tempfile.mkdtemp(prefix="rlhf-model-api-bench-"))
+    env = {**os.environ, "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(args.model_dir.parent),
+           "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
+           "RLHF_API_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1", "RLHF_SERVING_ENGINE_DTYPE": args.dtype,
+           "RLHF_LOG_LEVEL": "WARNING"}
+    env.pop("CACHE_URL", None)
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, cwd=REPO, check=True)
+    out = subprocess.run([*manage, "shell", "-c", SETUP.replace("PATH", repr(args.model_dir.name))], env=env,
+                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("KEY="))
+    key, version = line.split()[0][4:], int(line.split()[1][8:])
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    procs, logs = [], []
 
-        torch.set_num_threads(args.torch_threads)
-    proc = None
-    scratch = tempfile.TemporaryDirectory(prefix="bench-model-api-")
-    url, key = args.url, args.key
-    server: dict = {"ttft": []}
-    base: dict | None = None if args.skip_direct else {"ttft": []}
-    # Server and generate() take turns on each measure, so a change in the machine's load between
-    # measures hits both sides alike (the server idles while generate() runs, and the other way).
+    def start(name: str, cmd: list[str], engine: str) -> None:
+        logs.append(scratch / f"{name}.log")
+        procs.append(subprocess.Popen(cmd, env={**env, "RLHF_SERVING_ENGINE": engine}, cwd=REPO,
+                                      stdout=open(logs[-1], "wb"), stderr=subprocess.STDOUT, start_new_session=True))
+
+    ports = [engine_raw_free_port(), engine_raw_free_port()]
+    web = [gunicorn, "config.wsgi", "--workers", "1", "--threads", str(args.threads), "--timeout", "900",
+           "--log-level", "warning"]
     try:
-        if url is None:
-            proc, url, key = start_service(args.model_dir.resolve(), Path(scratch.name), args.threads,
-                                           args.torch_threads)
-        direct = None if base is None else Direct(args.model_dir)
-        server_throughput(url, key, args.model, 1, 1, 4)  # loads the model
-        for question in QUESTIONS[:args.ttft_requests]:
-            server["ttft"] += server_ttft(url, key, args.model, [question], args.max_tokens)
-            if direct:
-                base["ttft"].append(direct.ttft(question))
-        for n in clients_list(args.clients):
-            server[n] = server_throughput(url, key, args.model, n, args.requests, args.max_tokens)
-            if direct:
-                base[n] = direct.throughput(n, args.requests, args.max_tokens)
+        started = time.monotonic()
+        start("engines", [*manage, "run_engines"], "vllm")
+        start("web-vllm", [*web, "--bind", f"127.0.0.1:{ports[0]}"], "vllm")
+        start("web-fallback", [*web, "--bind", f"127.0.0.1:{ports[1]}"], "transformers")
+        ours, fallback = (f"http://127.0.0.1:{p}" for p in ports)
+
+        def engine_url():
+            engines = healthz(ours).get("checks", {}).get("engine", {}).get("engines", [])
+            return next((e["url"] for e in engines if e["state"] == "ready" and e["model_version"] == version), None)
+
+        raw = wait_for(engine_url, 1200, "the vLLM engine", procs, logs)
+        print(f"vLLM ready {time.monotonic() - started:.0f} s after start ({args.dtype}); raw server {raw}", flush=True)
+        wait_for(lambda: healthz(fallback), 120, "the fallback web process", procs, logs)
+        targets = {"ours /v1 -> vLLM": engine_raw.Target("ours /v1 -> vLLM", f"{ours}/v1", "latest", key),
+                   "raw vLLM": engine_raw.Target("raw vLLM", f"{raw}/v1", f"mv-{version}"),
+                   "ours /v1 fallback": engine_raw.Target("ours /v1 fallback", f"{fallback}/v1", "latest", key)}
+        for target in targets.values():  # warm-up: the fallback loads its model on its first request
+            m = engine_raw.run_measure(target, 1, 2, False, args)
+            if m.errors:
+                raise SystemExit(f"{target.label}: warm-up failed: {m.first_error}")
+        fallback_clients = {int(c) for c in args.fallback_clients.split(",") if c}
+        rows = []
+        for clients in (int(c) for c in args.clients.split(",")):
+            for mode in args.modes.split(","):
+                for target in targets.values():
+                    if target.label == "ours /v1 fallback" and clients not in fallback_clients:
+                        continue
+                    m = engine_raw.run_measure(target, clients, args.requests, mode == "stream", args)
+                    rows.append({"target": target.label, "mode": mode, "clients": clients,
+                                 "tokens_per_s": round(m.tokens / m.seconds, 1),
+                                 "ttft_p50": engine_raw.pct(m.ttft, 0.5), "ttft_p95": engine_raw.pct(m.ttft, 0.95),
+                                 "latency_p50": engine_raw.pct(m.latency, 0.5), "errors": m.errors,
+                                 "requests": len(m.latency), "first_error": m.first_error})
+                    r = rows[-1]
+                    print(f"{r['target']:<20}{mode:<8}C={clients:<4}{r['tokens_per_s']:>8.1f} tok/s  TTFT p50 "
+                          f"{r['ttft_p50']:.3f} p95 {r['ttft_p95']:.3f}  req p50 {r['latency_p50']:.2f} s  "
+                          f"{r['errors']} err", flush=True)
+        print(f"\n{args.model_dir.name} {args.dtype} (fallback: fp32 in-process), chat completions up to "
+              f"{args.max_tokens} tokens, temperature {args.temperature}, top_p {args.top_p}, {args.requests} "
+              f"requests per client, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.2f}")
+        print(f"{'target':<20}{'mode':<8}{'C':>4}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p95':>10}{'req p50':>9}{'err':>5}")
+        for r in rows:
+            print(f"{r['target']:<20}{r['mode']:<8}{r['clients']:>4}{r['tokens_per_s']:>9.1f}{r['ttft_p50']:>10.3f}"
+                  f"{r['ttft_p95']:>10.3f}{r['latency_p50']:>9.2f}{r['errors']:>5}")
+        for clients in sorted({r["clients"] for r in rows}):
+            pick = {(r["target"], r["mode"]): r for r in rows if r["clients"] == clients}
+            a, b = pick.get(("ours /v1 -> vLLM", "stream")), pick.get(("raw vLLM", "stream"))
+            if a and b:
+                print(f"C={clients} streaming: ours/raw tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+                      f"TTFT p50 {a['ttft_p50'] / b['ttft_p50']:.2f}x")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        scratch.cleanup()
-
-    print(f"\nmodel {args.model_dir.name}, greedy, max_tokens {args.max_tokens}, {args.requests} request(s) "
-          f"per client, torch threads {_threads()}")
-    print(f"{'measure':<34}{'service':>12}{'generate()':>12}{'ratio':>8}")
-    s_ttft = statistics.median(server["ttft"])
-    line = f"{'time to first token, median (s)':<34}{s_ttft:>12.3f}"
-    if base:
-        d_ttft = statistics.median(base["ttft"])
-        line += f"{d_ttft:>12.3f}{s_ttft / d_ttft:>8.2f}"
-    print(line)
-    for n in clients_list(args.clients):
-        rate, tokens, seconds = server[n]
-        line = f"{f'tokens/s, {n} client(s)':<34}{rate:>12.1f}"
-        if base:
-            d_rate = base[n][0]
-            line += f"{d_rate:>12.1f}{rate / d_rate:>8.2f}"
-        print(line + f"   ({tokens} tokens in {seconds:.1f} s)")
-    if base:
-        print("generate() for N clients = one left-padded batch of N prompts per round")
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _threads() -> int:
-    import torch
+def engine_raw_free_port() -> int:
+    import socket
 
-    return torch.get_num_threads()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -8,6 +8,11 @@ the reward model, runs PPO, evaluates and promotes. Prints the wall time of each
 
     .venv/bin/python bench/round_time.py                      # 32 prompts x 4 responses
     .venv/bin/python bench/round_time.py --prompts 8 --responses 2 --ppo-iterations 2   # quick
+    .venv/bin/python bench/round_time.py --engine transformers --generate-only   # the generate stage, before
+    .venv/bin/python bench/round_time.py --engine vllm --generate-only           # ... and on the engine
+
+--engine sets RLHF_SERVING_ENGINE for the service; with vllm the round starts once the promoted
+policy's engine is ready (its start-up is printed apart), so the generate stage is the sampling.
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ def main() -> None:
     parser.add_argument("--ppo-iterations", type=int, default=4)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--model", default=str(REPO / "data/artifacts/base/SmolLM2-135M-Instruct"))
+    parser.add_argument("--engine", choices=("auto", "vllm", "transformers"), default="auto",
+                        help="RLHF_SERVING_ENGINE of the service (what generates the round)")
+    parser.add_argument("--generate-only", action="store_true", help="stop after the generate stage")
     args = parser.parse_args()
     if not (Path(args.model) / "config.json").is_file():
         raise SystemExit(f"{args.model} is not a model directory; run `make run` once (it converts the bundled model)")
@@ -71,7 +79,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="rlhf-round-bench-"))
     env = {**os.environ, "RLHF_DATA_DIR": str(scratch), "RLHF_ADMIN_PASSWORD": "bench-admin-pass",
            "DATABASE_URL": f"sqlite:///{scratch}/db.sqlite3", "CELERY_BROKER_URL": "filesystem://",
-           "RLHF_BIND": f"127.0.0.1:{args.port}", "RLHF_LOG_LEVEL": "WARNING"}
+           "RLHF_BIND": f"127.0.0.1:{args.port}", "RLHF_LOG_LEVEL": "WARNING", "RLHF_SERVING_ENGINE": args.engine}
     py = sys.executable
     subprocess.run([py, "manage.py", "bootstrap", "--skip-model"], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)
@@ -96,6 +104,15 @@ def main() -> None:
         call(base, "POST", "/api/users", {"username": "sim-annotator", "password": "sim-annotator-1",
                                           "role": "annotator"}, admin)
         _, ann = call(base, "POST", "/api/auth/token", {"username": "sim-annotator", "password": "sim-annotator-1"})
+        engine = call(base, "GET", "/healthz")[1]["checks"]["engine"]
+        if engine["engine"] == "vllm":
+            e0 = time.monotonic()
+            wait_for(lambda: any(e["state"] == "ready" and e["model_version"] == base_policy["id"]
+                                 for e in call(base, "GET", "/healthz")[1]["checks"]["engine"].get("engines", [])),
+                     1200, "the policy's vLLM engine")
+            print(f"engine: vLLM ready {time.monotonic() - e0:.1f} s after the promotion")
+        else:
+            print(f"engine: {engine['engine']} ({engine['why']})")
         auto = {"enabled": True, "algorithm": "ppo", "eval_prompts": 8,
                 "reward_model": {"batch_size": 8, "epochs": 1, "eval_fraction": 0.1, "max_length": 256},
                 "policy": {"iterations": args.ppo_iterations, "rollout_batch_size": 8, "mini_batch_size": 4,
@@ -110,6 +127,11 @@ def main() -> None:
         wait_for(lambda: call(base, "GET", f"/api/jobs/{gen_id}", token=admin)[1]["state"] in
                  ("succeeded", "failed"), 3600, "generation")
         t_gen = time.monotonic()
+        if args.generate_only:
+            _, job = call(base, "GET", f"/api/jobs/{gen_id}", token=admin)
+            print(f"generate: {args.prompts} prompts x {args.responses} responses x up to {args.max_new_tokens} "
+                  f"tokens, {job['state']}, {t_gen - t0:.1f} s (job wall time, engine {engine['engine']})")
+            return
         ranked, latencies = 0, []
         while True:
             s0 = time.monotonic()

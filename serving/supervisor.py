@@ -42,16 +42,29 @@ CRASH_WINDOW = timedelta(minutes=10)
 
 
 def engine_config_for(version: ModelVersion, *, served_name: str, log_path: Path) -> EngineConfig:
-    """The vLLM command line of a managed engine, from the RLHF_SERVING_ENGINE_* settings."""
+    """The vLLM command line of a managed engine, from the RLHF_SERVING_ENGINE_* settings. A LoRA
+    policy (an adapter directory) runs as its base model with the adapter under `served_name`."""
+    path = settings.ARTIFACTS_ROOT / version.path
+    # vLLM's neutral defaults, not the checkpoint's generation_config.json: a parameter the client
+    # leaves out means what it means on the transformers engine (OpenAI's defaults), and an
+    # answer without max_tokens is cut at the same default length.
+    extra = ["--generation-config", "vllm", "--override-generation-config",
+             f'{{"max_new_tokens": {default_max_tokens()}}}']
+    model, name, lora = path, served_name, {}
+    adapter = path / "adapter_config.json"
+    if adapter.is_file() and not (path / "config.json").is_file():
+        import json
+
+        spec = json.loads(adapter.read_text())
+        base = Path(spec["base_model_name_or_path"])
+        model = base if base.is_absolute() else settings.ARTIFACTS_ROOT / base
+        name = f"{served_name}-base"  # requests name the adapter; readiness checks the base
+        lora = {"enable_lora": True, "max_lora_rank": max(16, int(spec.get("r", 16)))}
+        extra += ["--lora-modules", f"{served_name}={path}"]
     return EngineConfig(
-        model=settings.ARTIFACTS_ROOT / version.path, served_model_name=served_name,
-        max_model_len=settings.RLHF_SERVING_ENGINE_MAX_MODEL_LEN, dtype=settings.RLHF_SERVING_ENGINE_DTYPE,
-        kv_cache_space_gib=settings.RLHF_SERVING_ENGINE_KV_GIB, log_path=log_path,
-        # vLLM's neutral defaults, not the checkpoint's generation_config.json: a parameter the client
-        # leaves out means what it means on the transformers engine (OpenAI's defaults), and an
-        # answer without max_tokens is cut at the same default length.
-        extra_args=["--generation-config", "vllm", "--override-generation-config",
-                    f'{{"max_new_tokens": {default_max_tokens()}}}'])
+        model=model, served_model_name=name, max_model_len=settings.RLHF_SERVING_ENGINE_MAX_MODEL_LEN,
+        dtype=settings.RLHF_SERVING_ENGINE_DTYPE, kv_cache_space_gib=settings.RLHF_SERVING_ENGINE_KV_GIB,
+        log_path=log_path, extra_args=extra, **lora)
 
 
 def default_max_tokens() -> int:

@@ -22,8 +22,9 @@ START_TIMEOUT = 900  # seconds; a cold start with torch.compile takes ~1-3 min o
 
 def tiny_engine_config(model: Path, *, served_model_name: str = TINY_NAME, log_path: Path | None = None,
                        **overrides) -> EngineConfig:
-    """What every test engine uses: fp32 (parity with our fp32 sampler), 1 GiB of KV cache, short context."""
-    return EngineConfig(model=model, served_model_name=served_model_name, max_model_len=512, dtype="float32",
+    """What every test engine uses: fp32 (parity with our fp32 sampler), 1 GiB of KV cache; a context long
+    enough (the tiny model's 1,024 positions) that a 1,000-token answer outlasts the hang-up of an abort test even on a fast tiny model."""
+    return EngineConfig(model=model, served_model_name=served_model_name, max_model_len=1024, dtype="float32",
                         kv_cache_space_gib=1, log_path=log_path, **overrides)
 
 

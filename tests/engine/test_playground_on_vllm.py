@@ -20,6 +20,7 @@ def test_playground_shows_vllm_token_ids_usage_and_finish(engine, engine_tiny_mo
 
     settings.ARTIFACTS_ROOT = engine_tiny_model_dir.parent
     settings.RLHF_API_RATE_LIMIT = 0
+    settings.RLHF_SERVING_ENGINE = "external"
     settings.RLHF_SERVING_ENGINE_URL = engine.base_url + "/v1"
     settings.RLHF_SERVING_ENGINE_MODEL = TINY_NAME
     project = Project.objects.create(name="Demo", slug="demo")

@@ -82,6 +82,7 @@ def test_stream_puts_the_fields_where_vllm_does(engine, ours):
 
 
 def test_forwarding_to_vllm_passes_the_fields_through(engine, ours, settings):
+    settings.RLHF_SERVING_ENGINE = "external"
     settings.RLHF_SERVING_ENGINE_URL = engine.base_url + "/v1"
     settings.RLHF_SERVING_ENGINE_MODEL = TINY_NAME
     whole = our_chat(ours, **PARAMS).json()

@@ -23,7 +23,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--bind", default=settings.RLHF_BIND, help="host:port (default: RLHF_BIND)")
         parser.add_argument("--web-workers", type=int, default=2)
-        parser.add_argument("--threads", type=int, default=8)
+        # A stream forwarded to the engine holds a thread while it waits on tokens: enough for
+        # dozens of streams plus the annotation API beside them.
+        parser.add_argument("--threads", type=int, default=32)
 
     def handle(self, *args, bind: str, web_workers: int, threads: int, **options):
         bin_dir = os.path.dirname(sys.executable)
