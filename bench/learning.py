@@ -144,8 +144,13 @@ def finish_job(admin: Api, job_id: int) -> dict:
 
 
 def cache_key(args, gen_config: dict) -> dict:
-    return {"prompts": args.prompts, "heldout": args.heldout, "responses": args.responses, "seed": args.seed,
-            "eval_samples": args.eval_samples, "generate": gen_config, "model": args.model}
+    """What the candidates depend on (the training prompts are the first --prompts of the set)."""
+    return {"prompts": args.prompts, "responses": args.responses, "seed": args.seed, "generate": gen_config,
+            "model": args.model}
+
+
+def heldout_key(args) -> dict:
+    return {"heldout": args.heldout, "eval_samples": args.eval_samples}
 
 
 def load_cache(args, gen_config: dict) -> dict:
@@ -218,12 +223,12 @@ def evaluate(artifacts: Path, base_path: str, policies: dict[str, str], reward_p
         return model, tok, [g for gens in generate(model, tok, prompts, sampling, n=args.eval_samples, wrap_plain=True)
                             for g in gens]
 
-    if cache.get("heldout_base"):
+    if cache.get("heldout_base", {}).get("key") == heldout_key(args):
         base_model, base_tok = load_policy(artifacts / base_path)
-        base = [Generation(**g) for g in cache["heldout_base"]]
+        base = [Generation(**g) for g in cache["heldout_base"]["samples"]]
     else:
         base_model, base_tok, base = sample(base_path)
-        cache["heldout_base"] = [dataclasses.asdict(g) for g in base]
+        cache["heldout_base"] = {"key": heldout_key(args), "samples": [dataclasses.asdict(g) for g in base]}
     texts = [g.text for g in base]  # with every policy's samples after them, in the same prompt order
     out: dict = {"base": {"rule_mean": _mean([rule.score(g.text) for g in base]),
                           "length": _mean([g.completion_tokens for g in base])}}
