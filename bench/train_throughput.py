@@ -3,6 +3,7 @@ same SFT/reward/DPO work through TRL's trainers for comparison, and bf16 autocas
 
     .venv/bin/python bench/train_throughput.py                     # small defaults, a few minutes
     .venv/bin/python bench/train_throughput.py --steps 8 --batch 8 --ppo-iterations 3 --skip-trl
+    .venv/bin/python bench/train_throughput.py --processes 1 2 --steps 6   # the distributed path's cost
 
 Tokens/s counts the real (non-pad) tokens of the training batches over the time of the optimizer
 steps only (model loading, reference precomputation and saving are excluded, for both sides).
@@ -135,6 +136,46 @@ def ppo(model: str, args, out: Path) -> dict:
     return {"iterations": [{k: round(h[k], 2) for k in keys} for h in res.history]}
 
 
+def distributed(model: str, demos: list[dict], args, out: Path) -> dict:
+    """SFT with the same global batch on 1 process (the plain path) and on N (DDP on CPU with gloo,
+    `accelerate launch` with the shipped ddp_cpu config), one torch thread per process. The first step
+    is warm-up and dropped. Wall time per sample says what N processes buy; CPU-seconds per sample
+    (rank 0's CPU time per step x N) against one process is the overhead of the distributed path
+    itself (gradient all-reduce, the shared batch's smaller per-rank matmuls, the metric
+    reductions). CPU time, not wall x N, because on a loaded machine a process does not get its core."""
+    import os
+    import subprocess
+
+    from rlhf.launch import launch_command
+
+    data = out / "demos.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in demos))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    results = {}
+    for n in args.processes:
+        stage = ["sft", "--data", str(data), "--base", model, "--out", str(out / f"sft-{n}p"),
+                 "--set", f"batch_size={args.batch}", "--set", f"max_steps={args.steps}", "--set", "eval_fraction=0",
+                 "--set", f"precision={args.precision}", "--set", "save_every=0", "--set", "device=cpu",
+                 *(["--set", json.dumps({"r": args.lora}).join(["lora=", ""])] if args.lora else [])]
+        cmd = launch_command(stage, processes=n, config="ddp_cpu") if n > 1 else [sys.executable, "-m", "rlhf", *stage]
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+        if done.returncode != 0:
+            raise SystemExit(f"{n} processes failed:\n{done.stderr[-3000:]}")
+        steps = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"step"')][1:]
+        seconds = sum(h["step_time_s"] for h in steps)
+        cpu = sum(h["step_cpu_s"] for h in steps)
+        samples = sum(h["batch_size"] for h in steps)
+        results[n] = {"steps": len(steps), "samples": samples, "processes": steps[-1]["processes"],
+                      "wall_s_per_sample": seconds / samples, "cpu_s_per_sample": n * cpu / samples,
+                      "tokens_per_s": sum(h["tokens"] for h in steps) / seconds,
+                      "step_s": [round(h["step_time_s"], 2) for h in steps]}
+    base = results[min(results)]
+    for r in results.values():
+        r["overhead_per_sample"] = r["cpu_s_per_sample"] / base["cpu_s_per_sample"] - 1
+        r["speedup_wall"] = base["wall_s_per_sample"] / r["wall_s_per_sample"]
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=default_model(), help="HF model directory (default: bundled SmolLM2)")
@@ -147,6 +188,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--stages", default="sft,reward,dpo,ppo,precision")
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--processes", type=int, nargs="+", help="only measure SFT on these process counts (1 2)")
+    ap.add_argument("--lora", type=int, default=0, help="with --processes: train a LoRA adapter of this rank")
     args = ap.parse_args()
     if not args.model:
         raise SystemExit("no model: pass --model DIR (a Hugging Face directory)")
@@ -157,6 +200,15 @@ def main() -> None:
     print(f"model={args.model} torch_threads={torch.get_num_threads()} precision={args.precision} "
           f"steps={args.steps} batch={args.batch}", flush=True)
     results: dict = {}
+    if args.processes:
+        with tempfile.TemporaryDirectory() as tmp:
+            results = distributed(args.model, synthetic(args.batch * args.steps)[0], args, Path(tmp))
+        for n, r in results.items():
+            print(f"sft {n} process(es): {r['wall_s_per_sample'] * 1000:.0f} ms/sample wall, "
+                  f"{r['cpu_s_per_sample'] * 1000:.0f} CPU-ms/sample, overhead {100 * r['overhead_per_sample']:+.1f}% "
+                  f"per sample, wall speed-up {r['speedup_wall']:.2f}x; steps {r['step_s']}", flush=True)
+        print(json.dumps(results))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for stage in ("sft", "reward", "dpo"):

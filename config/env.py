@@ -72,6 +72,13 @@ class Env:
     log_level: str  # RLHF_LOG_LEVEL
     cache_url: str  # CACHE_URL: empty = file cache in the data folder; redis://… to share across hosts
     api_rate_limit: int  # RLHF_API_RATE_LIMIT: model API requests per minute per key (0 = unlimited)
+    serving_engine: str  # RLHF_SERVING_ENGINE: auto | vllm | transformers | external (what answers /v1 and rounds)
+    serving_engine_max: int  # RLHF_SERVING_ENGINE_MAX: managed vLLM processes at once (the memory budget)
+    serving_engine_dtype: str  # RLHF_SERVING_ENGINE_DTYPE: dtype of managed vLLM engines
+    serving_engine_kv_gib: int  # RLHF_SERVING_ENGINE_KV_GIB: KV cache per managed engine on CPU (VLLM_CPU_KVCACHE_SPACE)
+    serving_engine_max_model_len: int  # RLHF_SERVING_ENGINE_MAX_MODEL_LEN: context of managed engines
+    serving_engine_drain_seconds: int  # RLHF_SERVING_ENGINE_DRAIN_SECONDS: longest a replaced engine finishes its requests
+    serving_engine_idle_seconds: int  # RLHF_SERVING_ENGINE_IDLE_SECONDS: an on-demand (not promoted) engine unused this long stops
     serving_engine_url: str  # RLHF_SERVING_ENGINE_URL: external OpenAI-compatible engine (vLLM) for /v1
     serving_engine_model: str  # RLHF_SERVING_ENGINE_MODEL: model name the engine serves (default: checkpoint path)
     serving_engine_api_key: str  # RLHF_SERVING_ENGINE_API_KEY: bearer key for that engine
@@ -99,6 +106,13 @@ class Env:
     https: bool  # RLHF_HTTPS: served over TLS (secure cookies, HSTS, redirect to https)
     proxy_ssl_header: str  # RLHF_PROXY_SSL_HEADER: header a TLS proxy sets to "https" (e.g. X-Forwarded-Proto)
     hsts_seconds: int  # RLHF_HSTS_SECONDS: Strict-Transport-Security max-age when RLHF_HTTPS is on
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _str(name, default).strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
 
 
 def _list(name: str, default: str) -> list[str]:
@@ -157,6 +171,13 @@ def load() -> Env:
         cache_url=_check_url("CACHE_URL", _str("CACHE_URL", ""), ("redis", "rediss"))
         if _str("CACHE_URL", "") else "",
         api_rate_limit=_int("RLHF_API_RATE_LIMIT", 120, minimum=0),
+        serving_engine=_choice("RLHF_SERVING_ENGINE", "auto", ("auto", "vllm", "transformers", "external")),
+        serving_engine_max=_int("RLHF_SERVING_ENGINE_MAX", 2, minimum=1),
+        serving_engine_dtype=_choice("RLHF_SERVING_ENGINE_DTYPE", "float32", ("float32", "bfloat16", "float16", "auto")),
+        serving_engine_kv_gib=_int("RLHF_SERVING_ENGINE_KV_GIB", 2, minimum=1),
+        serving_engine_max_model_len=_int("RLHF_SERVING_ENGINE_MAX_MODEL_LEN", 2048, minimum=16),
+        serving_engine_drain_seconds=_int("RLHF_SERVING_ENGINE_DRAIN_SECONDS", 120, minimum=0),
+        serving_engine_idle_seconds=_int("RLHF_SERVING_ENGINE_IDLE_SECONDS", 900, minimum=10),
         serving_engine_url=_check_url("RLHF_SERVING_ENGINE_URL", _str("RLHF_SERVING_ENGINE_URL", ""),
                                       ("http", "https")) if _str("RLHF_SERVING_ENGINE_URL", "") else "",
         serving_engine_model=_str("RLHF_SERVING_ENGINE_MODEL", ""),

@@ -172,6 +172,13 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
                           "LOCATION": str(DATA_DIR / "cache")}}
 RLHF_API_RATE_LIMIT = ENV.api_rate_limit
+RLHF_SERVING_ENGINE = ENV.serving_engine  # "auto" is resolved by serving.engine_choice
+RLHF_SERVING_ENGINE_MAX = ENV.serving_engine_max
+RLHF_SERVING_ENGINE_DTYPE = ENV.serving_engine_dtype
+RLHF_SERVING_ENGINE_KV_GIB = ENV.serving_engine_kv_gib
+RLHF_SERVING_ENGINE_MAX_MODEL_LEN = ENV.serving_engine_max_model_len
+RLHF_SERVING_ENGINE_DRAIN_SECONDS = ENV.serving_engine_drain_seconds
+RLHF_SERVING_ENGINE_IDLE_SECONDS = ENV.serving_engine_idle_seconds
 RLHF_SERVING_ENGINE_URL = ENV.serving_engine_url
 RLHF_SERVING_ENGINE_MODEL = ENV.serving_engine_model
 RLHF_SERVING_ENGINE_API_KEY = ENV.serving_engine_api_key

@@ -190,7 +190,7 @@ class EngineProcess:
             if code is not None:
                 raise EngineError(f"the engine exited with code {code} before it was ready; last log lines "
                                   f"({self.log_path}):\n{self.log_tail()}")
-            if self._answers():
+            if self.answers():
                 self.ready_after = time.monotonic() - self.started_at
                 return self.ready_after
             if time.monotonic() > deadline:
@@ -200,7 +200,8 @@ class EngineProcess:
                                   f"({self.log_path}):\n{tail}")
             time.sleep(poll)
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
+        """True when the server is up and serves our model (one /health and one /v1/models call)."""
         try:
             with urllib.request.urlopen(f"{self.base_url}/health", timeout=5) as resp:
                 if resp.status != 200:
@@ -211,6 +212,11 @@ class EngineProcess:
             return self.config.served_model_name in names
         except (OSError, ValueError):  # refused, reset, timed out, HTTP error, half-written JSON
             return False
+
+    def requests_in_flight(self) -> int | None:
+        """Requests the engine is running or holding in its queue (vLLM's /metrics); None when it
+        cannot be read (not started, gone, or no such gauges)."""
+        return requests_in_flight(self.base_url) if self.is_running() else None
 
     def start_and_wait(self, timeout: float = 600.0, *, port_retries: int = 2) -> float:
         """start() + wait_ready(); when the port was chosen here and someone took it first, pick
@@ -280,6 +286,24 @@ class EngineProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def requests_in_flight(base_url: str, timeout: float = 5.0) -> int | None:
+    """vllm:num_requests_running + vllm:num_requests_waiting of the server at base_url, or None."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=timeout) as resp:
+            text = resp.read().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")) and " " in line:
+            try:
+                total += float(line.rsplit(" ", 1)[1])
+                seen = True
+            except ValueError:
+                continue
+    return int(total) if seen else None
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -1,4 +1,4 @@
-"""GET /healthz: one JSON entry per part (database, broker, worker, default model);
+"""GET /healthz: one JSON entry per part (database, broker, worker, default model, inference engine);
 200 when all are well, 503 naming what failed."""
 
 from __future__ import annotations
@@ -55,11 +55,18 @@ def _check_default_model() -> dict:
     return {"ok": True, "id": version.id, "name": version.name}
 
 
+def _check_engine() -> dict:
+    from serving.engines import engine_status
+
+    return engine_status()
+
+
 CHECKS = {
     "database": _check_database,
     "broker": _check_broker,
     "worker": _check_worker,
     "default_model": _check_default_model,
+    "engine": _check_engine,
 }
 
 

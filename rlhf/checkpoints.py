@@ -127,18 +127,20 @@ def data_summary(records: list[dict], **extra: Any) -> dict[str, Any]:
 
 def save_model_dir(model: Any, tokenizer: Any, out_dir: str | Path, *, stage: str, config: Any,
                    metrics: dict[str, Any], summary: dict[str, Any], base: str | None = None,
-                   extra_json: dict[str, Any] | None = None, merge_lora: bool = True) -> Path:
+                   extra_json: dict[str, Any] | None = None, merge_lora: bool = True,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the model as a HF directory, atomically (see the module docstring), then drop the
     stage's resumable state, which the finished model supersedes.
 
     A peft model is merged into plain weights when `merge_lora` (then transformers and vLLM load it
-    as it is); otherwise the adapter is saved and `load_policy` merges it on load.
+    as it is); otherwise the adapter is saved and `load_policy` merges it on load. `state_dict`: the
+    weights gathered from a sharded engine (FSDP, DeepSpeed), saved instead of the module's own.
     """
     out = Path(out_dir)
     if hasattr(model, "merge_and_unload") and merge_lora:
         model = model.merge_and_unload()
     with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / RLHF_CONFIG_FILE, {"stage": stage, "base": base, "config": _jsonable(config)})
         write_json(tmp / METRICS_FILE, metrics)
@@ -187,8 +189,10 @@ def save_training_state(out_dir: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_training_state(out_dir: str | Path) -> dict[str, Any] | None:
-    path = state_dir(out_dir) / STATE_FILE
-    if not path.is_file():
+    folder = state_dir(out_dir)
+    path = next((p for p in (folder / STATE_FILE, folder / SHARDED / STATE_FILE, folder / (SHARDED + ".old") / STATE_FILE)
+                 if p.is_file()), None)
+    if path is None:
         return None
     # weights_only=False: the state holds RNG tuples and plain dicts we wrote ourselves.
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -211,3 +215,55 @@ def load_trainable_state(module: torch.nn.Module, state: dict[str, torch.Tensor]
     with torch.no_grad():
         for name, value in state.items():
             params[name].copy_(value)
+
+
+SHARDED = "sharded"  # <out>.state/sharded: accelerate's state of a sharded engine, with our counters
+
+
+def save_world_state(world: Any, out_dir: str | Path, make_state: Any) -> None:
+    """The resumable state of a run on `world` (rlhf.distributed.World). Plain or DDP: the weights
+    and optimizer are the same on every rank, so rank 0 writes the one state file, which any number
+    of processes can resume. FSDP and DeepSpeed: every rank writes its shard through accelerate's
+    save_state into a new directory with the counters beside it, and rank 0 swaps it in."""
+    if not world.sharded:
+        if world.is_main:
+            save_training_state(out_dir, make_state())
+        world.barrier()
+        return
+    folder = state_dir(out_dir)
+    new, current, old = folder / (SHARDED + ".partial"), folder / SHARDED, folder / (SHARDED + ".old")
+    if world.is_main:
+        shutil.rmtree(new, ignore_errors=True)
+        new.mkdir(parents=True)
+    world.barrier()
+    world.accelerator.save_state(str(new))
+    if world.is_main:
+        torch.save(make_state(), new / STATE_FILE)
+    world.barrier()
+    if world.is_main:
+        fsync_tree(new)
+        shutil.rmtree(old, ignore_errors=True)
+        if current.exists():
+            os.rename(current, old)
+        os.rename(new, current)  # a crash before this line leaves `old`, which load_training_state reads
+        fsync_dir(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    world.barrier()
+
+
+def load_sharded_state(world: Any, out_dir: str | Path) -> None:
+    folder = state_dir(out_dir)
+    path = next(p for p in (folder / SHARDED, folder / (SHARDED + ".old")) if (p / STATE_FILE).is_file())
+    world.accelerator.load_state(str(path))
+
+
+def check_resumable_world(state: dict[str, Any], world: Any) -> None:
+    """Where a run may resume with another number of processes: from a plain or DDP state, on any
+    number (the state holds whole weights and optimizer); from FSDP or DeepSpeed state only on the
+    same engine with the same number of processes (its optimizer state is split per rank; DeepSpeed's
+    universal-checkpoint conversion or a full-state export would be needed to change it)."""
+    engine, processes = state.get("engine", "single"), state.get("processes", 1)
+    saved_sharded, now_sharded = engine in ("fsdp", "deepspeed"), world.sharded
+    if (saved_sharded or now_sharded) and (engine != world.engine or processes != world.size):
+        raise ValueError(f"the saved state is from {engine} on {processes} process(es); this run is {world.engine} on "
+                         f"{world.size}: a sharded state resumes only on the same engine and number of processes")

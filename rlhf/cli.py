@@ -8,8 +8,11 @@
     python -m rlhf tokenize --model DIR --text TEXT
     python -m rlhf train-bpe --data corpus.txt --vocab-size 8000 --out DIR
 
-Training stages print one JSON line per step; Ctrl-C cancels between steps (PPO keeps its resumable
-state, so the same command continues the run).
+Training stages print one JSON line per step; Ctrl-C (or creating the --stop-file) cancels between
+steps and keeps the resumable state (exit code 130), so the same command continues the run. Every
+stage runs the same under `accelerate launch [--config_file rlhf/accelerate_configs/ddp.yaml]
+--num_processes N -m rlhf <stage> ...`: rank 0 prints, writes --events and saves; a stop seen by
+any rank stops all, and a cancelled launch exits 0 with "cancelled": true in its last line.
 """
 
 from __future__ import annotations
@@ -61,8 +64,26 @@ def build_config(cls: type, config_file: str | None, overrides: list[str]) -> An
     return config
 
 
-def _print_step(metrics: dict) -> None:
-    print(json.dumps(metrics, default=str), flush=True)
+class _Events:
+    """What rank 0 tells whoever runs it: a JSON line on stdout per step, and, with --events, one
+    line per step, stage and result in that file (the service's runner follows it)."""
+
+    def __init__(self, path: str | None, main: bool):
+        self.main = main
+        self.fh = open(path, "a", encoding="utf-8") if path and main else None  # noqa: SIM115
+
+    def write(self, event: str, **fields: Any) -> None:
+        if self.fh is not None:
+            self.fh.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+            self.fh.flush()
+
+    def on_step(self, metrics: dict) -> None:
+        if self.main:
+            print(json.dumps(metrics, default=str), flush=True)
+        self.write("step", metrics=metrics)
+
+    def on_stage(self, label: str) -> None:
+        self.write("stage", stage=label)
 
 
 class _Interrupt:
@@ -88,12 +109,25 @@ class _Interrupt:
         return self.stop
 
 
+class _StopFile:
+    """A stop asked for by creating a file (how the service's runner cancels a launched job; every
+    rank looks, and the stage's World makes one rank's yes everyone's)."""
+
+    def __init__(self, interrupt: _Interrupt, path: str | None):
+        self.interrupt, self.path = interrupt, Path(path) if path else None
+
+    def __call__(self) -> bool:
+        return self.interrupt() or (self.path is not None and self.path.exists())
+
+
 def _stage_args(p: argparse.ArgumentParser, model_flag: str) -> None:
     p.add_argument("--data", required=True, help="JSONL file")
     p.add_argument(model_flag, required=True, help="Hugging Face model directory")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--config", help="JSON file with config fields")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--stop-file", help="stop (keeping the resumable state) once this file exists")
+    p.add_argument("--events", help="append JSON lines (steps, stages, the result) to this file")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,11 +167,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command in ("sft", "reward", "ppo", "dpo"):
-        with _Interrupt() as stop:
-            result = _run_stage(args, stop)
-        print(json.dumps({"out_dir": result.out_dir, "cancelled": result.cancelled, "metrics": result.metrics},
-                         default=str))
-        return 130 if result.cancelled else 0
+        return _stage_command(args)
     if args.command == "generate":
         return _generate(args)
     if args.command == "tokenize":
@@ -155,13 +185,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_stage(args: argparse.Namespace, stop: _Interrupt) -> Any:
+def _stage_command(args: argparse.Namespace) -> int:
+    from rlhf.distributed import die_with_launcher, launch_rank, launch_size
     from rlhf.stages import STAGES
 
     stage = STAGES[args.command]
     data = read_jsonl(args.data)
     config = build_config(stage.config_class(), args.config, args.set)
-    common = {"on_step": _print_step, "should_stop": stop}
+    events = _Events(args.events, main=launch_rank(config.device) == 0)
+    launched = launch_size(config.device) > 1
+    if launched:
+        die_with_launcher()
+    with _Interrupt() as interrupt:
+        try:
+            result = _run_stage(args, stage, data, config, events, _StopFile(interrupt, args.stop_file))
+        except Exception as exc:
+            events.write("error", error=f"{type(exc).__name__}: {exc}")
+            raise
+    summary = {"out_dir": result.out_dir, "cancelled": result.cancelled, "metrics": result.metrics}
+    events.write("result", **summary)
+    if events.main:
+        print(json.dumps(summary, default=str))
+    # 130 tells a shell that the run stopped with its state kept; a launched rank exits 0 instead, as
+    # torchrun takes any other code for a crash and tears the group down: the result line says it.
+    return 130 if result.cancelled and not launched else 0
+
+
+def _run_stage(args: argparse.Namespace, stage: Any, data: list[dict], config: Any, events: _Events,
+               stop: Any) -> Any:
+    common = {"on_step": events.on_step, "should_stop": stop, "on_stage": events.on_stage}
     if args.command == "ppo":  # the one stage with a reward source beside its policy
         scorer = _parse_value(args.scorer) if args.scorer else None
         return stage.train_function()(config, data, args.policy, args.reward_model, args.out, scorer=scorer, **common)

@@ -6,6 +6,8 @@ Shapes: B = batch, T = response length, V = vocabulary. `mask` is 1 on real toke
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -29,16 +31,34 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
     return var
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
-                  ) -> torch.Tensor:
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Scale to unit variance over the masked positions, and shift to zero mean when shift_mean.
 
     Advantages are shifted and scaled; rewards only scaled, so their sign (good vs bad) survives.
-    Padding stays 0. x, mask: [B, T] -> [B, T].
+    Padding stays 0. x, mask: [B, T] -> [B, T]. With `all_sum` (a sum over the ranks of a run) the
+    mean and variance are those of every rank's positions together.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    if all_sum is None:
+        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    else:
+        mean, var = global_masked_mean_var(x, mask, all_sum)
     out = (x - mean if shift_mean else x) * torch.rsqrt(var + eps)
     return out * mask.to(x.dtype)
+
+
+def global_masked_mean_var(x: torch.Tensor, mask: torch.Tensor, all_sum: Callable[[torch.Tensor], torch.Tensor]
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """masked_mean and masked_var over the positions of all ranks: sums, counts and squared
+    deviations summed across them (two small all-reduces). -> (mean, var), scalars."""
+    m = mask.to(x.dtype)
+    total = all_sum(torch.stack([(x * m).sum(), m.sum()]).detach())
+    n = total[1].clamp(min=1)
+    mean = (total[0] / n).to(x.dtype).to(x.device)
+    var = all_sum(((x - mean) ** 2 * m).sum().detach())[()] / n
+    if total[1] > 1:
+        var = var * total[1] / (total[1] - 1)
+    return mean, var.to(x.dtype).to(x.device)
 
 
 def pairwise_loss(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None,

@@ -17,20 +17,21 @@ from typing import Any
 
 import torch
 
-from rlhf.callbacks import OnStage, StopRequested, check_stop, stage_begins
+from rlhf.callbacks import OnStage, StopRequested, stage_begins
 from rlhf.checkpoints import (
     check_new_output,
+    check_resumable_world,
     data_summary,
     load_trainable_state,
     load_training_state,
     rng_state,
     save_model_dir,
-    save_training_state,
+    save_world_state,
     set_rng_state,
     trainable_state,
 )
+from rlhf.distributed import world_for
 from rlhf.lora import LoraOptions, apply_lora, is_peft, lora_options
-from rlhf.losses import entropy_from_logits, masked_mean, ppo_policy_loss, ppo_value_loss
 from rlhf.models import (
     PolicyWithValue,
     autocast,
@@ -39,10 +40,9 @@ from rlhf.models import (
     load_policy,
     load_reward_model,
     policy_logits_for_response,
-    resolve_device,
-    response_logprobs,
 )
-from rlhf.rollout import Rollout, add_advantages, collect_rollout, critic_values
+from rlhf.ppo_update import ActorCritic, iteration_metrics, iteration_seed, ppo_update
+from rlhf.rollout import add_advantages, collect_rollout
 from rlhf.sampling import SamplingConfig, make_generator
 from rlhf.scorers import Scorer, get_scorer
 from rlhf.stage import disable_dropout
@@ -53,7 +53,6 @@ from rlhf.training import (
     ShouldStop,
     StageResult,
     make_optimizer,
-    optimizer_step,
     out_path,
 )
 from rlhf.validation import require_valid
@@ -168,45 +167,6 @@ def _alarms(m: dict[str, Any], first: dict[str, Any] | None, config: PPOConfig) 
     return alarms
 
 
-def _update(actor: Any, critic: Any | None, rollout: Rollout, config: PPOConfig, temperature: float,
-            params: list[torch.nn.Parameter], optimizer: Any, scheduler: Any, shuffle: torch.Generator,
-            ctx: Any, should_stop: ShouldStop | None = None) -> dict[str, float]:
-    """ppo_epochs passes of shuffled minibatches over one rollout batch; mean statistics.
-    `should_stop` is asked before every minibatch (StopRequested).
-
-    The first minibatch runs before any step, so its recomputed log-probs must equal the sampler's
-    (the old log-probs): their mean gap is logged as "logprob_gap" (bf16 and the KV cache make it
-    ~1e-2, not 0).
-    """
-    B, T = rollout.response_ids.shape
-    sums: dict[str, float] = {}
-    count = 0
-    for _ in range(config.ppo_epochs):
-        order = torch.randperm(B, generator=shuffle)
-        for start in range(0, B, config.mini_batch_size):
-            check_stop(should_stop)
-            mb = order[start:start + config.mini_batch_size].to(rollout.input_ids.device)
-            mask = rollout.response_mask[mb]
-            with ctx():
-                logits, values = critic_values(actor, critic, rollout.input_ids[mb], rollout.attention_mask[mb], T)
-            logprobs = response_logprobs(logits, rollout.response_ids[mb], temperature)
-            if count == 0:
-                rollout.logprob_gap = masked_mean((logprobs.detach() - rollout.logprobs[mb]).abs(), mask).item()
-            pg_loss, pg = ppo_policy_loss(logprobs, rollout.logprobs[mb], rollout.advantages[mb], mask, config.cliprange)
-            vf_loss, vf = ppo_value_loss(values.float(), rollout.values[mb], rollout.returns[mb], mask,
-                                         config.cliprange_value)
-            grad_norm = optimizer_step(pg_loss + config.vf_coef * vf_loss, params, optimizer, scheduler,
-                                       config.max_grad_norm)
-            with torch.no_grad():
-                entropy = masked_mean(entropy_from_logits(logits.detach() / temperature), mask).item()
-            step = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy,
-                    "grad_norm": grad_norm, **pg, **vf}
-            for k, v in step.items():
-                sums[k] = max(sums.get(k, v), v) if k == "ratio_max" else sums.get(k, 0.0) + v
-            count += 1
-    return {k: (v if k == "ratio_max" else v / count) for k, v in sums.items()}
-
-
 def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward_model: str | Path | None,
               out_dir: str | Path, scorer: str | dict | Scorer | None = None, on_step: OnStep | None = None,
               should_stop: ShouldStop | None = None, on_stage: OnStage | None = None) -> StageResult:
@@ -214,7 +174,13 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     rewarded by the reward model directory or by a scorer; the policy is saved to out_dir.
 
     Resumable: the state is saved every `save_every` iterations and on cancel under out_dir, and a
-    call with the same out_dir continues from it.
+    call with the same out_dir continues from it (on any number of processes: see below).
+
+    Under `accelerate launch` with DDP, `rollout_batch_size` and `mini_batch_size` are global: each
+    rank samples, scores and trains on its share of every batch, whitening and the KL controller use
+    the statistics of the whole batch, and the metrics are global. Each rank samples with its own
+    seed, drawn fresh every iteration, so the saved state has no per-rank part. FSDP and DeepSpeed
+    are refused here: the in-process sampler needs each rank's full weights.
     """
     if (reward_model is None) == (scorer is None):
         raise ValueError("give exactly one of reward_model (a directory) and scorer")
@@ -227,8 +193,15 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     check_new_output(out_dir)
     sampling = config.sampling_config()
     random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)  # the same on every rank while the models are built
+    world = world_for(config.device, config.precision)
+    if world.sharded:
+        raise ValueError(f"PPO runs on one process or under DDP; {world.engine} is not supported (its rollouts "
+                         "need each rank's full weights): use the ddp config, or LoRA to fit the GPU")
+    if config.rollout_batch_size < world.size:
+        raise ValueError(f"rollout_batch_size {config.rollout_batch_size} is smaller than the {world.size} "
+                         "processes: every rank needs at least one rollout")
+    device = world.device
     model, tokenizer = load_policy(policy, device=str(device))  # eval mode: dropout stays off in RL
     disable_dropout(model)
     lora = config.lora_for(device)
@@ -253,9 +226,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     n_mb = -(-config.rollout_batch_size // config.mini_batch_size)
     optim = dataclasses.replace(config, learning_rate=config.learning_rate_for(lora))
     optimizer, scheduler = make_optimizer(params, optim, config.iterations * config.ppo_epochs * n_mb)
-    generator = make_generator(config.seed, device)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    data_rng = random.Random(config.seed)
+    data_rng = random.Random(config.seed)  # the prompt order: the same on every rank
     kl_ctl = KLController(config.kl_coef, config.kl_target, config.horizon())
     max_prompt = max(1, config.max_length - sampling.max_new_tokens)
     eos_ids = eos_token_ids(tokenizer, model)
@@ -265,32 +236,35 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
 
     state = load_training_state(out_dir)
     if state is not None:
+        check_resumable_world(state, world)
         load_trainable_state(actor, state["actor"])
         if critic is not None:
             load_trainable_state(critic, state["critic"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         kl_ctl.coef = state["kl_coef"]
-        generator.set_state(state["sampling_rng"])
-        shuffle.set_state(state["shuffle_rng"])
         data_rng.setstate(state["data_rng"])
         set_rng_state(state["rng"])
         order, history, start_iter = state["order"], state["history"], state["iteration"]
+    torch.manual_seed(world.rank_seed(config.seed) or 0)
+    trained, optimizer, scheduler = world.prepare(ActorCritic(actor, critic), optimizer, scheduler)
 
     def save_state(iteration: int) -> None:
-        save_training_state(out_dir, {
+        save_world_state(world, out_dir, lambda: {
             "actor": trainable_state(actor), "critic": trainable_state(critic) if critic is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "kl_coef": kl_ctl.coef,
-            "sampling_rng": generator.get_state(), "shuffle_rng": shuffle.get_state(),
             "data_rng": data_rng.getstate(), "rng": rng_state(), "order": order, "history": history,
-            "iteration": iteration})
+            "iteration": iteration, **world.describe()})
 
     def ctx() -> Any:
         return autocast(device, config.precision)
 
+    def stop() -> bool:  # the agreed answer: a collective under DDP, so only at points every rank reaches
+        return world.any(should_stop is not None and should_stop())
+
     first = history[0] if history else None
     for iteration in range(start_iter, config.iterations):
-        if should_stop is not None and should_stop():
+        if stop():
             save_state(iteration)
             return StageResult(None, history[-1] if history else {}, history, cancelled=True)
         t0 = time.perf_counter()
@@ -300,30 +274,37 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
                 order = list(range(len(prompts)))
                 data_rng.shuffle(order)
             picked.append(prompts[order.pop()])
-        prompt_texts = [p["prompt"] for p in picked]
+        mine = world.share(picked)
+        prompt_texts = [p["prompt"] for p in mine]
         prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
                       for p in prompt_texts]
+        seed = iteration_seed(config.seed, world.rank, iteration)
+        generator = make_generator(seed, device)
+        shuffle = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
         try:
             stage_begins(on_stage, "generating")
+            # Alone a stop is seen at every decoded token; under DDP ranks decode different lengths,
+            # so the stop is agreed after the rollout (a cancel waits for one decode at most).
             rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
                                       prompts=prompt_texts, prompt_ids=prompt_ids,
-                                      references=[p.get("reference") for p in picked], sampling=sampling,
+                                      references=[p.get("reference") for p in mine], sampling=sampling,
                                       generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
-                                      config=config, autocast_ctx=ctx, should_stop=should_stop,
-                                      on_stage=on_stage)
+                                      config=config, autocast_ctx=ctx,
+                                      should_stop=None if world.distributed else should_stop, on_stage=on_stage)
             beta = kl_ctl.coef
             add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
-                           lam=config.lam, whiten_rewards=config.whiten_rewards)
+                           lam=config.lam, whiten_rewards=config.whiten_rewards,
+                           all_sum=world.sum if world.distributed else None)
             t_update = time.perf_counter()
             stage_begins(on_stage, "updating")
-            stats = _update(actor, critic, rollout, config, sampling.temperature, params, optimizer, scheduler,
-                            shuffle, ctx, should_stop)
+            stats = ppo_update(trained, rollout, config, sampling.temperature, params, optimizer, scheduler,
+                               shuffle, ctx, stop if world.distributed else should_stop, world)
         except StopRequested:
             # Stopped inside an iteration: its half-done update is not saved; the last resumable
             # state (at most save_every iterations back) is where a relaunch continues.
             return StageResult(None, history[-1] if history else {}, history, cancelled=True)
         t_end = time.perf_counter()
-        metrics = _iteration_metrics(iteration, rollout, stats, beta, picked, config, scheduler)
+        metrics = iteration_metrics(iteration, rollout, stats, beta, mine, config, scheduler, world)
         metrics.update(rollout.timings, time_update_s=t_end - t_update, iteration_time_s=t_end - t0)
         metrics["tokens_per_s"] = metrics["response_tokens"] / max(t_end - t0, 1e-9)
         first = first or metrics
@@ -337,13 +318,16 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
 
     final = history[-1] if history else {}
     stage_begins(on_stage, "saving")
-    saved = save_model_dir(actor.policy, tokenizer, out_path(out_dir), stage="ppo", config=config,
-                           metrics=final, base=str(policy),
-                           summary=data_summary(prompts, reward_model=str(reward_model) if reward_model else None,
-                                                scorer=scorer if isinstance(scorer, str | dict) else None),
-                           extra_json={"history.json": history},
-                           merge_lora=lora.merge if lora else True)
-    return StageResult(str(saved), final, history)
+    if world.is_main:
+        save_model_dir(actor.policy, tokenizer, out_path(out_dir), stage="ppo", config=config,
+                       metrics=final, base=str(policy),
+                       summary=data_summary(prompts, reward_model=str(reward_model) if reward_model else None,
+                                            scorer=scorer if isinstance(scorer, str | dict) else None,
+                                            samples_seen=final.get("samples_seen"), **world.describe()),
+                       extra_json={"history.json": history},
+                       merge_lora=lora.merge if lora else True)
+    world.barrier()
+    return StageResult(str(out_dir), final, history)
 
 
 def _reference_fn(model: Any, with_lora: bool, precision: str) -> Any:
@@ -356,27 +340,3 @@ def _reference_fn(model: Any, with_lora: bool, precision: str) -> Any:
         return ref
     frozen = frozen_copy(model, precision)
     return lambda ids, mask, length: policy_logits_for_response(frozen, ids, mask, length)
-
-
-def _iteration_metrics(iteration: int, rollout: Rollout, stats: dict[str, float], beta: float,
-                       picked: list[dict], config: PPOConfig, scheduler: Any) -> dict[str, Any]:
-    mask = rollout.response_mask
-    seq_kl = rollout.kl.sum(-1)  # [B]
-    lengths = mask.sum(-1).float()
-    tokens = rollout.response_ids[mask.bool()]
-    score = rollout.scores.float()
-    return {
-        "iteration": iteration + 1, "total_iterations": config.iterations, "step": iteration + 1,
-        "score": rollout.raw_scores.float().mean().item(), "score_std": rollout.raw_scores.float().std().item(),
-        "reward": score.mean().item(), "kl": seq_kl.mean().item(), "kl_coef": beta,
-        "objective": (score - beta * seq_kl.cpu()).mean().item(),
-        "response_length": lengths.mean().item(), "response_tokens": int(lengths.sum()),
-        "eos_rate": rollout.ended_with_eos.float().mean().item(),
-        "distinct_token_ratio": (tokens.unique().numel() / max(tokens.numel(), 1)) if tokens.numel() else 0.0,
-        "logprob_gap": rollout.logprob_gap, "lr": scheduler.get_last_lr()[0],
-        "value_mean": masked_mean(rollout.values, mask).item(),
-        **stats,
-        "samples": [{"prompt": p["prompt"], "response": t, "score": s}
-                    for p, t, s in zip(picked, rollout.texts, rollout.raw_scores.tolist(), strict=True)
-                    ][: config.sample_responses],
-    }

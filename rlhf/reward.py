@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import EncodedPair, collate_pairs, consensus_pairs, encode_pairs, split_eval
+from rlhf.distributed import World, single
 from rlhf.losses import pairwise_loss
 from rlhf.models import REWARD_STATS_FILE, autocast, sequence_scores
 from rlhf.stage import cancelled_result, stage_save, stage_start
@@ -35,41 +37,65 @@ class RewardConfig(TrainConfig):
     eval_batch_size: int = 16  # pairs per forward pass during evaluation
 
 
-def pair_scores(model: Any, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen [B], rejected [B]) scores of a collated pair batch."""
-    scores = sequence_scores(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
+class SequenceScorer(nn.Module):
+    """The reward model as the module an engine wraps: forward is its score at each row's last real
+    token, so DDP sees (and syncs) the pass that the loss comes from."""
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.scored = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return sequence_scores(self.scored, input_ids, attention_mask)
+
+
+def as_scorer(model: Any) -> Any:
+    """A SequenceScorer (or an engine's wrapper of one) as it is; a transformers classifier wrapped."""
+    return SequenceScorer(model) if hasattr(model, "config") else model
+
+
+def pair_scores(scorer: Any, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen [B], rejected [B]) scores of a collated pair batch; scorer(ids, mask) -> [2B]."""
+    scores = as_scorer(scorer)(batch["input_ids"].to(device), batch["attention_mask"].to(device))
     half = scores.size(0) // 2
     return scores[:half], scores[half:]
 
 
 @torch.no_grad()
-def score_pairs(model: Any, pairs: list[EncodedPair], pad_id: int, config: RewardConfig, device: torch.device
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen [N], rejected [N]) scores of encoded pairs, in eval mode."""
-    was_training = model.training
-    model.eval()
-    chosen, rejected = [], []
-    for i in range(0, len(pairs), config.eval_batch_size):
-        batch = collate_pairs(pairs[i:i + config.eval_batch_size], pad_id)
-        with autocast(device, config.precision):
-            c, r = pair_scores(model, batch, device)
-        chosen.append(c.float().cpu())
-        rejected.append(r.float().cpu())
-    model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+def score_pairs(scorer: Any, pairs: list[EncodedPair], pad_id: int, config: RewardConfig, device: torch.device,
+                world: World | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen [N], rejected [N]) scores of encoded pairs, in eval mode (split across ranks). `scorer`:
+    a SequenceScorer (or the engine's wrapper of one), or a reward model's classifier itself."""
+    scorer = as_scorer(scorer)
+    was_training = scorer.training
+    scorer.eval()
+
+    def rows(items: list[EncodedPair]) -> torch.Tensor:  # [n, 2]
+        out = []
+        for i in range(0, len(items), config.eval_batch_size):
+            batch = collate_pairs(items[i:i + config.eval_batch_size], pad_id)
+            with autocast(device, config.precision):
+                c, r = pair_scores(scorer, batch, device)
+            out.append(torch.stack([c.float(), r.float()], dim=-1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, 2)
+
+    both = (world or single()).map_shards(pairs, rows)
+    scorer.train(was_training)
+    return both[:, 0], both[:, 1]
 
 
 def _accuracy(c: torch.Tensor, r: torch.Tensor) -> float:
     return ((c > r).float() + 0.5 * (c == r).float()).mean().item()  # ties count half
 
 
-def evaluate_pairs(model: Any, pairs: list[EncodedPair], pad_id: int, config: RewardConfig, device: torch.device,
-                   consensus: list[EncodedPair] | None = None, prefix: str = "eval_") -> dict[str, Any]:
+def evaluate_pairs(scorer: Any, pairs: list[EncodedPair], pad_id: int, config: RewardConfig, device: torch.device,
+                   consensus: list[EncodedPair] | None = None, prefix: str = "eval_", world: World | None = None
+                   ) -> dict[str, Any]:
     """Pairwise accuracy on the pairs (one per annotator) and on their consensus, mean margin and
     reward statistics; with fewer than MIN_EVAL_PAIRS pairs a note replaces the accuracy."""
     if not pairs:
         return {}
-    c, r = score_pairs(model, pairs, pad_id, config, device)
+    c, r = score_pairs(scorer, pairs, pad_id, config, device, world)
     both = torch.cat([c, r])
     out: dict[str, Any] = {
         "margin": (c - r).mean().item(), "reward_mean": both.mean().item(),
@@ -80,7 +106,7 @@ def evaluate_pairs(model: Any, pairs: list[EncodedPair], pad_id: int, config: Re
     else:
         out["note"] = f"only {len(pairs)} held-out pairs: too few for an accuracy (needs {MIN_EVAL_PAIRS})"
     if consensus:
-        cc, cr = score_pairs(model, consensus, pad_id, config, device)
+        cc, cr = score_pairs(scorer, consensus, pad_id, config, device, world)
         out["consensus_pairs"] = len(consensus)
         if len(consensus) >= MIN_EVAL_PAIRS:
             out["consensus_accuracy"] = _accuracy(cc, cr)
@@ -107,25 +133,26 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
     consensus, _ = encode_pairs(tokenizer, consensus_pairs(held_out), config.max_length, config.wrap_plain_prompts)
     if not train:
         raise ValueError(f"no training pairs fit max_length={config.max_length} ({dropped} dropped as truncated)")
-    pad = stage.pad_id
+    pad, world = stage.pad_id, stage.world
+    scorer = SequenceScorer(model)
 
-    def step(idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(trained: Any, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = collate_pairs([train[i] for i in idx], pad)
-        c, r = pair_scores(model, batch, device)
+        c, r = pair_scores(trained, batch, device)
         margin = batch["margin"].to(device) if config.use_margin else None
         loss = pairwise_loss(c, r, margin, config.loss, config.hinge_margin, config.center_coef)
         return loss, {"accuracy": (c > r).float().mean().item(), "margin": (c - r).mean().item(),
                       "tokens": int(batch["attention_mask"].sum())}
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device,
-                              eval_fn=lambda: evaluate_pairs(model, held, pad, config, device, consensus),
-                              on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
-                              on_stage=on_stage)
+                              eval_fn=lambda m: evaluate_pairs(m, held, pad, config, device, consensus, world=world),
+                              on_step=on_step, should_stop=should_stop, model=scorer, out_dir=out_dir,
+                              on_stage=on_stage, world=world)
     if outcome.cancelled:
         return cancelled_result(outcome)
     stage_begins(on_stage, "saving")
     # Score statistics over the training pairs: PPO divides by them so rewards start at unit scale.
-    c, r = score_pairs(model, train[:256], pad, config, device)
+    c, r = score_pairs(world.eval_model(outcome.trained, scorer), train[:256], pad, config, device, world)
     both = torch.cat([c, r])
     stats = {"mean": both.mean().item(), "std": max(both.std().item() if both.numel() > 1 else 1.0, 1e-6)}
     train_acc = _accuracy(c, r)

@@ -119,16 +119,18 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
 
 
 def add_advantages(rollout: Rollout, *, kl_coef: float, kl_estimator: str, gamma: float, lam: float,
-                   whiten_rewards: bool) -> Rollout:
-    """Per-token rewards (-beta * KL, score on the last token), then GAE and whitened advantages."""
+                   whiten_rewards: bool, all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Rollout:
+    """Per-token rewards (-beta * KL, score on the last token), then GAE and whitened advantages.
+    With `all_sum` (several processes) whitening uses the statistics of every rank's rollouts."""
     mask = rollout.response_mask
     kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, kl_estimator) * mask
     rewards = per_token_rewards(rollout.scores, kl, mask, kl_coef)
+    rows = mask.size(0) if all_sum is None else int(all_sum(torch.tensor(float(mask.size(0)))))
     # Scale-only whitening needs enough samples for a stable std (the checklist says >= 8).
-    if whiten_rewards and mask.size(0) >= 8:
-        rewards = masked_whiten(rewards, mask, shift_mean=False)
+    if whiten_rewards and rows >= 8:
+        rewards = masked_whiten(rewards, mask, shift_mean=False, all_sum=all_sum)
     advantages, returns = gae(rewards, rollout.values, mask, gamma, lam)
-    rollout.advantages = masked_whiten(advantages, mask)
+    rollout.advantages = masked_whiten(advantages, mask, all_sum=all_sum)
     rollout.returns = returns
     rollout.kl = kl
     return rollout

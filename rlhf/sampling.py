@@ -9,7 +9,7 @@ processor stack.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,11 +281,12 @@ def _ids_covering(tokenizer: Any, ids: list[int], n_chars: int) -> list[int]:
 
 
 @torch.no_grad()
-def generate_stream(model: Any, tokenizer: Any, prompt: Prompt, config: SamplingConfig
-                    ) -> Generator[str, None, Generation]:
+def generate_stream(model: Any, tokenizer: Any, prompt: Prompt, config: SamplingConfig, *,
+                    on_token: Callable[[int], None] | None = None) -> Generator[str, None, Generation]:
     """Yield the completion of one prompt as text deltas, for server-sent events; the generator's
     return value (StopIteration.value) is the finished Generation, with its token ids, usage and
-    finish reason counted exactly as `generate` counts them.
+    finish reason counted exactly as `generate` counts them. `on_token` sees every sampled id
+    (EOS included) as it is drawn, before the delta it belongs to is yielded.
 
     A delta is held back while it ends in an unfinished UTF-8 character or could be the start of a
     stop string, so the joined deltas equal `generate(...)[0][0].text`.
@@ -305,6 +306,8 @@ def generate_stream(model: Any, tokenizer: Any, prompt: Prompt, config: Sampling
     try:
         for tokens, _ in _decode_steps(model, ids, mask, config, eos_ids, generator):
             token = int(tokens[0])
+            if on_token is not None:
+                on_token(token)
             if token in eos_ids:
                 eos_id = token
                 break

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from rlhf.callbacks import OnStage, stage_begins
 from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import Encoded, collate_sft, encode_pair_side, split_eval, split_messages
+from rlhf.distributed import World, single
 from rlhf.models import autocast, labelled_token_logits
 from rlhf.stage import cancelled_result, stage_save, stage_start
 from rlhf.training import OnStep, ShouldStop, StageResult, TrainConfig, final_metrics, supervised_loop
@@ -37,18 +38,29 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor], device: torch.device) -
 
 
 @torch.no_grad()
-def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTConfig, device: torch.device
-                 ) -> dict[str, float]:
+def evaluate_sft(model: Any, examples: list[Encoded], pad_id: int, config: SFTConfig, device: torch.device,
+                 world: World | None = None) -> dict[str, float]:
+    """Mean next-token loss over every held-out response token (the examples split across ranks)."""
     if not examples:
         return {}
-    total, count = 0.0, 0
-    for i in range(0, len(examples), config.batch_size):
-        batch = collate_sft(examples[i:i + config.batch_size], pad_id)
-        n = int((batch["labels"][:, 1:] != -100).sum())
-        with autocast(device, config.precision):
-            total += float(sft_loss(model, batch, device)) * n
-        count += n
-    return {"eval_loss": total / max(count, 1)}
+
+    def per_example(items: list[Encoded]) -> torch.Tensor:  # [n, 2]: summed token loss, tokens
+        out = []
+        for i in range(0, len(items), config.batch_size):
+            batch = collate_sft(items[i:i + config.batch_size], pad_id)
+            with autocast(device, config.precision):
+                logits, targets, rows = labelled_token_logits(
+                    model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                    batch["labels"].to(device))
+            losses = F.cross_entropy(logits.float(), targets, reduction="none")
+            n = batch["input_ids"].size(0)
+            sums = torch.zeros(n, device=losses.device).index_add(0, rows, losses)
+            counts = torch.zeros(n, device=losses.device).index_add(0, rows, torch.ones_like(losses))
+            out.append(torch.stack([sums, counts], dim=-1).cpu())
+        return torch.cat(out)
+
+    rows = (world or single()).map_shards(examples, per_example)
+    return {"eval_loss": float(rows[:, 0].sum() / rows[:, 1].sum().clamp(min=1))}
 
 
 def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: str | Path,
@@ -63,15 +75,16 @@ def train_sft(config: SFTConfig, data: list[dict], base: str | Path, out_dir: st
     held = [encode_sft(stage.tokenizer, r, config) for r in held_records]
     pad = stage.pad_id
 
-    def step(idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(trained: Any, idx: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = collate_sft([train[i] for i in idx], pad)
-        return sft_loss(model, batch, device), {"tokens": int(batch["attention_mask"].sum()),
-                                                "response_tokens": int((batch["labels"] != -100).sum())}
+        return sft_loss(trained, batch, device), {"tokens": int(batch["attention_mask"].sum()),
+                                                  "response_tokens": int((batch["labels"] != -100).sum()),
+                                                  "loss_units": int((batch["labels"][:, 1:] != -100).sum())}
 
     outcome = supervised_loop(config, stage.params, len(train), step, device=device,
-                              eval_fn=lambda: evaluate_sft(model, held, pad, config, device),
+                              eval_fn=lambda m: evaluate_sft(m, held, pad, config, device, stage.world),
                               on_step=on_step, should_stop=should_stop, model=model, out_dir=out_dir,
-                              on_stage=on_stage)
+                              on_stage=on_stage, world=stage.world)
     if outcome.cancelled:
         return cancelled_result(outcome)
     stage_begins(on_stage, "saving")

@@ -109,7 +109,12 @@ def encode_response(tokenizer: Any, response: str, *, add_eos: bool = True) -> l
 def token_pieces(tokenizer: Any, text: str) -> list[dict[str, Any]]:
     """Each token of `text` as {"id", "piece", "token"}: piece is its readable text, token its
     vocabulary entry (byte-level BPE shows a leading space as "Ġ")."""
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return id_pieces(tokenizer, list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+def id_pieces(tokenizer: Any, ids: list[int]) -> list[dict[str, Any]]:
+    """token_pieces of ids a model saw or produced (special tokens kept), so a token view shows
+    those very ids instead of a new tokenization of their text."""
     raw = tokenizer.convert_ids_to_tokens(ids)
     return [
         {"id": int(i), "piece": tokenizer.decode([i], clean_up_tokenization_spaces=False), "token": t}

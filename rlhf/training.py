@@ -1,12 +1,12 @@
 """What SFT, the reward model and DPO share: the base config, the result type, the optimizer and
-schedule, and the step loop with progress callbacks and cancellation.
+schedule, and the step loop with progress callbacks and cancellation, alone or as one rank of many
+(rlhf.distributed: each rank computes its share of every global batch, metrics are global).
 
 Why our own loop and not TRL's SFT/Reward/DPO trainers: the service needs a callback after every
 step, cancellation between steps, the exact same prompt formatting and PAD handling as PPO (which
 TRL no longer has), and one checkpoint layout for every stage. A ~100-line loop over shared data and
 loss code gives all of that; bench/train_throughput.py runs TRL's trainers on the same work as the
-yardstick. Why plain torch and not accelerate's Accelerator: its process-wide state fixes the
-precision once per process, while one worker runs stages with different settings one after another.
+yardstick. Several processes are accelerate's (DDP, FSDP, DeepSpeed), through rlhf.distributed.
 """
 
 from __future__ import annotations
@@ -23,14 +23,17 @@ import torch
 
 from rlhf.callbacks import OnStage, OnStep, ShouldStop, StopRequested, stage_begins
 from rlhf.checkpoints import (
+    check_resumable_world,
+    load_sharded_state,
     load_trainable_state,
     load_training_state,
     rng_state,
-    save_training_state,
+    save_world_state,
     set_rng_state,
     trainable_state,
 )
 from rlhf.data import batches
+from rlhf.distributed import World, single
 from rlhf.lora import LoraOptions
 from rlhf.models import autocast
 
@@ -109,13 +112,12 @@ def _fused_supported(params: list[torch.nn.Parameter]) -> bool:
 
 
 def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                   scheduler: Any, max_grad_norm: float) -> float:
-    """Backward, clip, step; returns the gradient norm before clipping."""
-    loss.backward()
-    if max_grad_norm > 0:
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    else:
-        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+                   scheduler: Any, max_grad_norm: float, world: World | None = None) -> float:
+    """Backward, clip, step; returns the gradient norm before clipping (global over the world's
+    ranks: their gradients are averaged in backward)."""
+    world = world or single()
+    world.backward(loss)
+    norm = world.clip_grad_norm(params, max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -127,6 +129,8 @@ class LoopOutcome:
     history: list[dict[str, Any]]
     cancelled: bool
     last_eval: dict[str, Any]
+    world: World = field(default_factory=single)
+    trained: Any = None  # the module as the engine wrapped it (for a sharded engine's full state dict)
 
 
 def total_steps_for(config: TrainConfig, n_examples: int) -> int:
@@ -135,48 +139,71 @@ def total_steps_for(config: TrainConfig, n_examples: int) -> int:
     return min(total, config.max_steps) if config.max_steps else total
 
 
-def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_examples: int,
-                    step_fn: Callable[[list[int]], tuple[torch.Tensor, dict[str, float]]], *,
-                    device: torch.device, eval_fn: Callable[[], dict[str, Any]] | None = None,
+StepFn = Callable[[Any, list[int]], tuple[torch.Tensor, dict[str, float]]]
+
+
+def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_examples: int, step_fn: StepFn, *,
+                    device: torch.device, eval_fn: Callable[[Any], dict[str, Any]] | None = None,
                     on_step: OnStep | None = None, should_stop: ShouldStop | None = None,
                     model: torch.nn.Module | None = None, out_dir: str | Path | None = None,
-                    on_stage: OnStage | None = None) -> LoopOutcome:
-    """Run epochs of shuffled batches through step_fn(indices) -> (loss, metrics with "tokens").
+                    on_stage: OnStage | None = None, world: World | None = None) -> LoopOutcome:
+    """Run epochs of shuffled batches through step_fn(model, indices) -> (loss, metrics with "tokens").
 
-    Each step's metrics go to on_step; should_stop is asked before every step. With `model` and
-    `out_dir`, the loop is resumable: every `config.save_every` steps and when stopped it saves the
-    model's trainable weights, optimizer, schedule, RNG states and data position beside out_dir,
-    and a later call with the same arguments continues from there, step for step as if it had
-    never stopped.
+    `config.batch_size` is the global batch: every rank draws the same order and computes its share
+    of each batch (rlhf.distributed), so a run takes the same steps on any number of processes.
+    step_fn's loss is the mean over its share; a metric "loss_units" (its tokens, say; default its
+    examples) weights it, so the gradient is that of the global batch's mean. Each step's metrics
+    (global, with the global batch size and samples seen) go to on_step; should_stop is asked before
+    every step, and a stop seen by any rank stops all. eval_fn(model) runs on every rank.
+
+    With `model` and `out_dir`, the loop is resumable: every `config.save_every` steps and when
+    stopped it saves the model's trainable weights, optimizer, schedule, RNG states and data position
+    beside out_dir (rank 0 writes; sharded engines write accelerate's state, every rank its part), and
+    a later call with the same arguments continues from there, step for step as if it had never
+    stopped (with another number of processes too, except under a sharded engine; see
+    rlhf.checkpoints.check_resumable_world).
     """
     if n_examples == 0:
         raise ValueError("no training examples")
     total = total_steps_for(config, n_examples)
     if total < 1:
         raise ValueError(f"the config trains zero steps (epochs={config.epochs}, max_steps={config.max_steps})")
+    world = world or single(str(device))
+    if model is None and world.distributed:
+        raise ValueError("several processes need the model the step function trains (model=)")
     optimizer, scheduler = make_optimizer(params, config, total)
-    rng = random.Random(config.seed)
+    rng = random.Random(config.seed)  # the data order: the same on every rank
     history: list[dict[str, Any]] = []
     last_eval: dict[str, Any] = {}
-    step, start = 0, time.perf_counter()
+    step, start, seen = 0, time.perf_counter(), 0
     start_epoch, skip = 0, 0
     resumable = model is not None and out_dir is not None
     state = load_training_state(out_dir) if resumable else None
     if state is not None:
-        load_trainable_state(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        check_resumable_world(state, world)
+        if not world.sharded:
+            load_trainable_state(model, state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         rng.setstate(state["epoch_rng"])
         start_epoch, skip, step = state["epoch"], state["batch"], state["step"]
         history, last_eval = state["history"], state["last_eval"]
+        seen = history[-1].get("samples_seen", 0) if history else 0
+    trained, optimizer, scheduler = world.prepare(model if model is not None else _Params(params), optimizer,
+                                                  scheduler)
+    if state is not None and world.sharded:
+        load_sharded_state(world, out_dir)
+    evaluated = world.eval_model(trained, model)
 
     def save(epoch: int, batch: int, epoch_rng: Any) -> None:
         if resumable:
-            save_training_state(out_dir, {
-                "model": trainable_state(model), "optimizer": optimizer.state_dict(),
+            save_world_state(world, out_dir, lambda: {
+                "model": None if world.sharded else trainable_state(model),
+                "optimizer": None if world.sharded else optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch_rng": epoch_rng,
-                "epoch": epoch, "batch": batch, "step": step, "history": history, "last_eval": last_eval})
+                "epoch": epoch, "batch": batch, "step": step, "history": history, "last_eval": last_eval,
+                **world.describe()})
 
     stage_begins(on_stage, "training")
     for epoch in range(start_epoch, config.epochs):
@@ -186,22 +213,30 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
                 continue
             if step >= total:
                 break
-            if should_stop is not None and should_stop():
+            if world.any(should_stop is not None and should_stop()):
                 save(epoch, b, epoch_rng)
-                return LoopOutcome(history, True, last_eval)
-            t0 = time.perf_counter()
+                return LoopOutcome(history, True, last_eval, world, trained)
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            mine = world.share(idx)
             with autocast(device, config.precision):
-                loss, metrics = step_fn(idx)
-            grad_norm = optimizer_step(loss, params, optimizer, scheduler, config.max_grad_norm)
+                # A rank with no share of a small batch still joins the step, on a zero-weight copy.
+                loss, metrics = step_fn(trained, mine or idx[:1])
+            units = float(metrics.pop("loss_units", len(mine))) if mine else 0.0
+            weight = units * world.size / max(float(world.sum(units)), 1e-12)
+            grad_norm = optimizer_step(loss * weight, params, optimizer, scheduler, config.max_grad_norm, world)
             step += 1
+            seen += len(idx)
+            metrics = world.reduce_metrics({"loss": float(loss.detach()), **metrics}, units)
             elapsed = time.perf_counter() - t0
-            record = {"step": step, "total_steps": total, "epoch": epoch,
-                      "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                      "step_time_s": elapsed, "elapsed_s": time.perf_counter() - start, **metrics}
+            record = {"step": step, "total_steps": total, "epoch": epoch, "loss": metrics.pop("loss"),
+                      "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "batch_size": len(idx),
+                      "samples_seen": seen, "processes": world.size,
+                      "step_time_s": elapsed, "step_cpu_s": time.process_time() - cpu0,  # this rank's CPU
+                      "elapsed_s": time.perf_counter() - start, **metrics}
             record["tokens_per_s"] = metrics.get("tokens", 0) / max(elapsed, 1e-9)
             if eval_fn is not None and config.eval_every and step % config.eval_every == 0 and step < total:
                 stage_begins(on_stage, "evaluating")
-                last_eval = eval_fn()
+                last_eval = eval_fn(evaluated)
                 record.update(last_eval)
                 stage_begins(on_stage, "training")
             history.append(record)
@@ -213,8 +248,16 @@ def supervised_loop(config: TrainConfig, params: list[torch.nn.Parameter], n_exa
         raise ValueError("no optimizer step was taken: nothing to save")
     if eval_fn is not None:
         stage_begins(on_stage, "evaluating")
-        last_eval = eval_fn()
-    return LoopOutcome(history, False, last_eval)
+        last_eval = eval_fn(evaluated)
+    return LoopOutcome(history, False, last_eval, world, trained)
+
+
+class _Params(torch.nn.Module):
+    """Loose parameters as a module, for the engine to wrap when the loop is given no model."""
+
+    def __init__(self, params: list[torch.nn.Parameter]):
+        super().__init__()
+        self.params = torch.nn.ParameterList(params)
 
 
 def final_metrics(outcome: LoopOutcome) -> dict[str, Any]:

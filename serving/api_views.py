@@ -13,10 +13,11 @@ from config.errors import ApplicationError
 
 from .errors import OpenAIError
 from .keys import api_key_create, api_key_list, api_key_revoke
-from .pieces import token_pieces_of
+from .pieces import id_pieces_of, token_pieces_of
 from .resolve import served_model_resolve
 
 MAX_TOKENIZE_CHARS = 100_000
+MAX_TOKENIZE_IDS = 50_000
 
 
 class KeyOut(serializers.Serializer):
@@ -64,7 +65,15 @@ class KeyDetailView(APIView):
 
 class TokenizeRequest(serializers.Serializer):
     model = serializers.CharField(max_length=200)
-    text = serializers.CharField(max_length=MAX_TOKENIZE_CHARS, allow_blank=True, trim_whitespace=False)
+    text = serializers.CharField(max_length=MAX_TOKENIZE_CHARS, allow_blank=True, trim_whitespace=False,
+                                 required=False, help_text="text to split into tokens")
+    ids = serializers.ListField(child=serializers.IntegerField(), max_length=MAX_TOKENIZE_IDS, required=False,
+                                help_text="or token ids to show as pieces, e.g. a /v1 answer's prompt_token_ids")
+
+    def validate(self, attrs):
+        if ("text" in attrs) == ("ids" in attrs):
+            raise serializers.ValidationError("Give either 'text' or 'ids'.")
+        return attrs
 
 
 class TokenPiece(serializers.Serializer):
@@ -81,13 +90,16 @@ class TokenizeOut(serializers.Serializer):
 
 class TokenizeView(APIView):
     @extend_schema(request=TokenizeRequest, responses=TokenizeOut,
-                   summary="Split text into the tokens of a served model (playground)")
+                   summary="Split text into the tokens of a served model, or show token ids as their pieces "
+                           "(playground)")
     def post(self, request):
         data = TokenizeRequest(data=request.data)
         data.is_valid(raise_exception=True)
+        given = data.validated_data
         try:
-            served = served_model_resolve(model=data.validated_data["model"])
-            pieces = token_pieces_of(served, data.validated_data["text"])
+            served = served_model_resolve(model=given["model"])
+            pieces = id_pieces_of(served, given["ids"]) if "ids" in given else token_pieces_of(served, given["text"])
         except OpenAIError as exc:  # /api speaks the project's error shape
-            raise ApplicationError(exc.message, code=exc.code or "invalid", status=exc.status) from None
+            raise ApplicationError(exc.message, code=exc.code or "invalid", status=exc.status,
+                                   details={"param": exc.param} if exc.param else None) from None
         return Response({"model": served.requested, "version_id": served.version_id, "tokens": pieces})

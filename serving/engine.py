@@ -37,12 +37,21 @@ DEFAULT_MAX_TOKENS = 256  # when the client gives none, cut further to what the 
 
 
 @dataclass
+class StreamDelta:
+    """A piece of a stream: its text and the ids sampled since the previous piece."""
+
+    text: str
+    token_ids: list[int]
+
+
+@dataclass
 class StreamEnd:
     """The last item of a stream: what the decode finished with."""
 
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)  # the completion's ids no delta carried
 
 
 GATHER_POLL_S = 0.002
@@ -86,16 +95,23 @@ class LoadedModel:
             self.counting_tokenizer = copy.deepcopy(self.tokenizer)
 
     def prompt_length(self, prompt: str | list) -> int:
+        return len(self.prompt_ids(prompt))
+
+    def prompt_ids(self, prompt: str | list) -> list[int]:
+        """The ids the model sees for a prompt: the very encoding generation uses."""
         from rlhf.tokenization import encode_prompt
 
-        with self._count_lock:
-            return len(encode_prompt(self.counting_tokenizer, prompt))
+        return self.with_tokenizer(lambda tokenizer: encode_prompt(tokenizer, prompt))
 
-    def pieces(self, text: str) -> list[dict]:
-        from rlhf.tokenization import token_pieces
+    def prompt_text(self, prompt: str | list) -> str:
+        from rlhf.tokenization import format_prompt
 
+        return self.with_tokenizer(lambda tokenizer: format_prompt(tokenizer, prompt))
+
+    def with_tokenizer(self, use: Any) -> Any:
+        """use(tokenizer) on this request thread's side of the tokenizer (see counting_tokenizer)."""
         with self._count_lock:
-            return token_pieces(self.counting_tokenizer, text)
+            return use(self.counting_tokenizer)
 
     def max_new_tokens(self, request: GenerationRequest) -> int:
         """The completion budget: the client's max_tokens, which must fit in the context, or the
@@ -183,8 +199,8 @@ class LoadedModel:
 
     # ---- streaming ---------------------------------------------------------------------------
 
-    def stream(self, prompt: str | list, config: Any) -> Iterator[str | StreamEnd]:
-        """Text deltas of one completion, then a StreamEnd."""
+    def stream(self, prompt: str | list, config: Any) -> Iterator[StreamDelta | StreamEnd]:
+        """The deltas of one completion, then a StreamEnd."""
         items: queue.Queue = queue.Queue()
         cancelled = threading.Event()
         thread = threading.Thread(target=self._produce, args=(prompt, config, items, cancelled),
@@ -206,17 +222,27 @@ class LoadedModel:
 
         try:
             with self.lock:
-                deltas = sampling.generate_stream(self.model, self.tokenizer, prompt, config)
+                sampled: list[int] = []
+                sent = 0  # ids that went out with a delta
+                deltas = sampling.generate_stream(self.model, self.tokenizer, prompt, config,
+                                                  on_token=sampled.append)
                 while True:
                     if cancelled.is_set():
                         deltas.close()
                         return
                     try:
-                        items.put(next(deltas))
+                        text = next(deltas)
                     except StopIteration as end:
                         final = end.value  # the stream's Generation: usage and finish reason
                         break
-            items.put(StreamEnd(final.finish_reason, final.prompt_tokens, final.completion_tokens))
+                    # A delta carries the ids drawn since the last one, as vLLM's chunks do.
+                    items.put(StreamDelta(text, sampled[:]))
+                    sent += len(sampled)
+                    sampled.clear()
+            # The completion's ids that no delta carried; with a stop string the ids of the text
+            # cut off may have gone out already (as in vLLM's streams) and nothing is added.
+            rest = sampled[:max(0, len(final.token_ids) - sent)]
+            items.put(StreamEnd(final.finish_reason, final.prompt_tokens, final.completion_tokens, rest))
         except BaseException as exc:
             items.put(exc)
 

@@ -20,6 +20,8 @@ MAX_STOP = 4  # OpenAI's limit
 # Parameters clients send that we cannot honour; silently ignoring them would give wrong answers.
 UNSUPPORTED = ("tools", "functions", "logit_bias", "response_format", "suffix", "echo", "best_of", "logprobs",
                "top_logprobs", "audio", "prediction")
+# Those the inference engine (vLLM) answers itself when /v1 forwards to it: log-probs come from it.
+ENGINE_OPTIONS = ("logprobs", "top_logprobs")
 
 
 @dataclass
@@ -37,6 +39,10 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
+    # vLLM's extensions, answered the same way: the prompt's and the completion's token ids, and
+    # (chat) the prompt text the chat template made.
+    return_token_ids: bool = False
+    return_prompt_text: bool = False
 
     def sampling_config(self, max_new_tokens: int | None = None) -> Any:
         from rlhf.sampling import SamplingConfig
@@ -127,9 +133,12 @@ def _prompts(body: dict) -> list[str]:
     return prompts
 
 
-def generation_request_parse(body: dict, *, chat: bool) -> GenerationRequest:
-    """Validate a request body; every problem is a 400 naming the parameter."""
+def generation_request_parse(body: dict, *, chat: bool, engine_options: bool = False) -> GenerationRequest:
+    """Validate a request body; every problem is a 400 naming the parameter. engine_options: the
+    request goes to the inference engine, which also answers ENGINE_OPTIONS."""
     for name in UNSUPPORTED:
+        if engine_options and name in ENGINE_OPTIONS:
+            continue
         value = body.get(name)
         if value not in (None, False, 0, [], {}) and not (name == "best_of" and value == 1):
             raise bad_request(f"'{name}' is not supported by this server.", param=name, code="unsupported_parameter")
@@ -149,6 +158,10 @@ def generation_request_parse(body: dict, *, chat: bool) -> GenerationRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean.", param="stream", code="invalid_type")
+    flags = {name: body.get(name) or False for name in ("return_token_ids", "return_prompt_text")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise bad_request(f"'{name}' must be a boolean.", param=name, code="invalid_type")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise bad_request("'stream_options' must be an object.", param="stream_options", code="invalid_type")
@@ -167,7 +180,7 @@ def generation_request_parse(body: dict, *, chat: bool) -> GenerationRequest:
         model=body.get("model"), prompts=prompts, chat=chat, strategy=strategy,
         temperature=temperature if temperature > 0 else 1.0, top_k=top_k or 50, top_p=top_p,
         max_tokens=max_tokens, n=n, seed=seed, stop=_stop(body), stream=stream,
-        include_usage=bool(options.get("include_usage")),
+        include_usage=bool(options.get("include_usage")), **flags,
     )
     choices, cap = len(prompts) * n, getattr(settings, "RLHF_SERVING_MAX_CHOICES", 16)
     if choices > cap:

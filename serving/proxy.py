@@ -1,20 +1,28 @@
-"""Forwarding /v1 generation requests to an external OpenAI-compatible engine (vLLM) when
-RLHF_SERVING_ENGINE_URL is set, streaming included. Keys, rate limit and model names stay ours:
-the engine sees the promoted checkpoint's path as the model name (what `vllm serve <path>` serves
-under), or RLHF_SERVING_ENGINE_MODEL when the engine was started with another name."""
+"""Forwarding a /v1 generation request to the engine that serves its model (a managed vLLM, or an
+external OpenAI-compatible server), streaming included. Keys, rate limit, model names and the
+error shape stay ours; the engine's answer passes through unchanged except for the model name
+(and system_fingerprint, which names the version that answered): prompt_token_ids,
+choices[].token_ids, logprobs, finish_reason and usage are the engine's.
+
+A stream is passed on line by line as the engine sends it. When the client goes away, the WSGI
+server closes the response's iterator, which closes the upstream connection; vLLM aborts a
+request whose client disconnected, so the decode stops there too."""
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
+from .engines import EngineRoute, engine_unavailable
 from .errors import OpenAIError
-from .resolve import ServedModel
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 600
 
@@ -23,36 +31,124 @@ def engine_url() -> str:
     return (getattr(settings, "RLHF_SERVING_ENGINE_URL", "") or "").rstrip("/")
 
 
-def proxy_forward(*, endpoint: str, body: dict, served: ServedModel) -> HttpResponse:
-    """POST body to {engine}/{endpoint}; the answer goes back as is, except the model name."""
-    upstream_model = getattr(settings, "RLHF_SERVING_ENGINE_MODEL", "") or served.path
-    payload = json.dumps({**body, "model": upstream_model}).encode()
-    headers = {"Content-Type": "application/json"}
+def _connect(route: EngineRoute, endpoint: str, body: dict) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    url = urlsplit(route.openai_url)
+    cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = cls(url.hostname, url.port, timeout=TIMEOUT_SECONDS)
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     engine_key = getattr(settings, "RLHF_SERVING_ENGINE_API_KEY", "")
-    if engine_key:
+    if engine_key and route.engine_id is None:
         headers["Authorization"] = f"Bearer {engine_key}"
-    request = urllib.request.Request(f"{engine_url()}/{endpoint}", data=payload, headers=headers, method="POST")
+    payload = json.dumps({**body, "model": route.upstream_model}).encode()
     try:
-        upstream = urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
-    except urllib.error.HTTPError as exc:  # the engine's own error answer: pass it on
-        return HttpResponse(exc.read(), status=exc.code, content_type=exc.headers.get("Content-Type", "application/json"))
+        conn.request("POST", f"{url.path.rstrip('/')}/{endpoint}", payload, headers)
+        return conn, conn.getresponse()
+    except BaseException:
+        conn.close()
+        raise
+
+
+def proxy_forward(*, endpoint: str, body: dict, route_for: Callable[[], EngineRoute],
+                  greedy_copies: int = 1) -> HttpResponse:
+    """POST body to the routed engine's /v1/{endpoint}. A refused connection (an engine that was
+    just stopped after draining) is routed again once: the table then names its replacement.
+
+    greedy_copies: n of a greedy request. vLLM refuses n > 1 at temperature 0 ("n must be 1 when
+    using greedy sampling"); OpenAI and our fallback answer n identical completions, so the engine
+    is asked once per prompt and each choice is repeated here."""
+    if greedy_copies > 1:
+        body = {**body, "n": 1}
+    route = route_for()
+    try:
+        conn, upstream = _connect(route, endpoint, body)
+    except ConnectionRefusedError:
+        route = route_for()
+        try:
+            conn, upstream = _connect(route, endpoint, body)
+        except OSError as exc:
+            raise _unreachable(route, exc) from None
     except OSError as exc:
-        raise OpenAIError(f"The model engine at {engine_url()} is unreachable: {exc}", status=502,
-                          code="engine_unreachable") from None
+        raise _unreachable(route, exc) from None
+    if upstream.status >= 400:
+        try:
+            raise _engine_error(upstream.status, upstream.read())
+        finally:
+            conn.close()
     if body.get("stream"):
-        response = StreamingHttpResponse(_lines(upstream), content_type="text/event-stream")
+        response = StreamingHttpResponse(_relay(conn, upstream, route), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
+        response["X-Accel-Buffering"] = "no"  # nginx: pass events on at once
         return response
-    with upstream:
+    try:
         answer = json.loads(upstream.read())
-    if isinstance(answer, dict) and "model" in answer:
-        answer["model"] = served.requested
-        answer.setdefault("system_fingerprint", served.fingerprint)
-    return HttpResponse(json.dumps(answer), content_type="application/json")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise _unreachable(route, exc) from None
+    finally:
+        conn.close()
+    if greedy_copies > 1:
+        answer = _repeat_choices(answer, greedy_copies)
+    return HttpResponse(json.dumps(_ours(answer, route)), content_type="application/json")
 
 
-def _lines(upstream) -> Iterator[bytes]:
-    # Line by line, so every server-sent event goes out as soon as the engine sends it.
-    with upstream:
-        yield from upstream
+def _repeat_choices(answer: dict, n: int) -> dict:
+    """Each prompt's one choice as n choices (index = prompt * n + copy), usage counted n times."""
+    choices = sorted(answer.get("choices") or [], key=lambda c: c.get("index", 0))
+    answer["choices"] = [{**c, "index": c.get("index", 0) * n + j} for c in choices for j in range(n)]
+    usage = answer.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        usage["completion_tokens"] *= n
+        usage["total_tokens"] = usage.get("prompt_tokens", 0) + usage["completion_tokens"]
+    return answer
+
+
+def _ours(obj: dict, route: EngineRoute) -> dict:
+    if isinstance(obj, dict) and "model" in obj:
+        obj["model"] = route.served.requested
+        obj["system_fingerprint"] = route.served.fingerprint
+    return obj
+
+
+def _relay(conn: http.client.HTTPConnection, upstream: http.client.HTTPResponse, route: EngineRoute) -> Iterator[bytes]:
+    """The engine's server-sent events, one event a chunk, each with our model name."""
+    try:
+        for line in upstream:
+            if line.startswith(b"data: {"):
+                try:
+                    line = b"data: " + json.dumps(_ours(json.loads(line[6:]), route), ensure_ascii=False).encode() + b"\n"
+                except ValueError:
+                    pass
+                yield line + b"\n"
+            elif line.startswith(b"data: "):
+                yield line + b"\n"
+    except (OSError, http.client.HTTPException) as exc:  # the engine went away mid-stream
+        log.warning("engine stream from %s broke: %s", route.openai_url, exc)
+        yield ("data: " + json.dumps(engine_unavailable(
+            "The inference engine stopped while generating this answer.").body()) + "\n\n").encode()
+        yield b"data: [DONE]\n\n"
+    finally:
+        # Reached when the stream ends and when the client went away (the WSGI server closes this
+        # generator): closing the connection makes vLLM abort the request. The response holds the
+        # socket (the connection let go of it when the response began), so it is closed first.
+        upstream.close()
+        conn.close()
+
+
+def _unreachable(route: EngineRoute, exc: BaseException) -> OpenAIError:
+    what = f"engine {route.engine_id}" if route.engine_id else "engine"
+    return engine_unavailable(f"The inference {what} at {route.openai_url} is unreachable ({exc}); "
+                              "see /healthz.", retry_after=5)
+
+
+def _engine_error(status: int, raw: bytes) -> OpenAIError:
+    """The engine's refusal in our shape: its message and param, our type and code names."""
+    try:
+        error = json.loads(raw).get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message:
+        message = f"The inference engine answered HTTP {status}: {raw[:300].decode(errors='replace')}"
+    code = error.get("code") if isinstance(error, dict) else None
+    return OpenAIError(str(message), status=status if status in (400, 404, 413, 429, 503) or status < 500 else 502,
+                       param=error.get("param") if isinstance(error, dict) else None,
+                       code=code if isinstance(code, str) else ("invalid_value" if status < 500 else "engine_error"))

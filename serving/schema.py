@@ -21,7 +21,13 @@ SAMPLING = {
     "stream": {"type": "boolean", "default": False, "description": "server-sent events, one prompt, n=1"},
     "stream_options": {"type": "object", "nullable": True,
                        "properties": {"include_usage": {"type": "boolean"}}},
+    "return_token_ids": {"type": "boolean", "default": False, "description": (
+        "vLLM's extension: the answer carries prompt_token_ids (chat: at the top, in a stream's first "
+        "chunk; completions: in each choice) and choices[i].token_ids (in a stream: each chunk's own ids)")},
 }
+RETURN_PROMPT_TEXT = {"type": "boolean", "default": False, "description": (
+    "vLLM's extension: the answer (a stream's first chunk) carries prompt_text, the prompt as the chat "
+    "template made it")}
 
 ERROR = {
     "type": "object",
@@ -69,7 +75,8 @@ def v1_paths() -> dict:
                                                              "content": {"application/json": {
                                                                  "schema": {"type": "object"}}}},
                                                      **_errors(401, 404, 429)}}},
-        "/v1/chat/completions": _post("Chat completion", {**SAMPLING, "messages": {"type": "array", "items": MESSAGE}},
+        "/v1/chat/completions": _post("Chat completion", {**SAMPLING, "messages": {"type": "array", "items": MESSAGE},
+                                                         "return_prompt_text": RETURN_PROMPT_TEXT},
                                       ["model", "messages"], "a chat.completion, or its chunks when streaming"),
         "/v1/completions": _post("Completion", {**SAMPLING, "prompt": {
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},

@@ -13,13 +13,20 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.engine.fixtures import (  # noqa: F401 - one real vLLM per session, for tests/engine and tests/serving
+    engine,
+    engine_artifacts,
+    engine_session,
+    engine_tiny_model_dir,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 def database_url_for(db: dict) -> str:
     """The DATABASE_URL a subprocess needs to reach the database this test run uses."""
-    engine = db["ENGINE"].rsplit(".", 1)[-1]
-    if engine == "sqlite3":
+    backend = db["ENGINE"].rsplit(".", 1)[-1]
+    if backend == "sqlite3":
         name = str(db["NAME"])
         if name in (":memory:", "") or "mode=memory" in name:
             pytest.skip("a worker process cannot share an in-memory SQLite test database")
@@ -52,6 +59,7 @@ def start_worker(tmp_dir: Path, *, queues: str = "gpu,default", extra_env: dict 
     env = {**os.environ, "DATABASE_URL": database_url_for(settings.DATABASES["default"]),
            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "RLHF_DATA_DIR": str(settings.DATA_DIR),
            "RLHF_ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT), "PYTHONUNBUFFERED": "1",
+           "RLHF_SERVING_ENGINE": settings.RLHF_SERVING_ENGINE,
            **(extra_env or {})}
     if settings.CELERY_RESULT_BACKEND:
         env["CELERY_RESULT_BACKEND"] = settings.CELERY_RESULT_BACKEND
@@ -73,6 +81,13 @@ def start_worker(tmp_dir: Path, *, queues: str = "gpu,default", extra_env: dict 
         time.sleep(0.2)
     worker.stop()
     raise RuntimeError(f"celery worker did not report in 60 s:\n{worker.output()[-3000:]}")
+
+
+@pytest.fixture(autouse=True)
+def _serving_engine_default(settings):
+    """Tests run on the transformers engine unless they ask for vLLM (tests/serving's engine
+    fixtures): a managed vLLM needs its supervisor, which only those tests start."""
+    settings.RLHF_SERVING_ENGINE = "transformers"
 
 
 @pytest.fixture(autouse=True)
@@ -116,3 +131,16 @@ def tiny_model_dir(tmp_path) -> Path:
     from tests.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path / "tiny-model")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped, saying so, on a machine without it."""
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in marked:
+            item.add_marker(skip)

@@ -1,13 +1,19 @@
 """The round generator: sample N candidates per prompt from a policy with the shared sampler and
 turn them into ranking tasks that carry each response's lineage.
 
+Where an inference engine serves the policy (RLHF_SERVING_ENGINE vllm or external), the responses
+come from it (serving.engine_sampling maps the sampling settings exactly, seeds per prompt); else,
+or while none can be reached, from the in-process sampler, and the job's log says why.
+
 Resumable by construction: a prompt's task is created as soon as its responses are sampled, and a
-relaunched job skips the prompts that already have their task. A cancel is seen between tokens;
-the tasks made before it are kept (they are complete tasks), the batch in flight is dropped."""
+relaunched job skips the prompts that already have their task. A cancel is seen between tokens
+(in-process) or within a second (engine: its requests are hung up, which aborts them); the tasks
+made before it are kept (they are complete tasks), the batch in flight is dropped."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from django.conf import settings
 
@@ -18,20 +24,27 @@ from registry.models import ModelVersion
 from .kinds import build_config
 from .models import TrainingJob
 from .reporter import JobCancelled, JobReporter
+from .services.jobs import job_log
+
+ENGINE_CHUNK = 64  # prompts sent to the engine at once: its own scheduler batches them
+ENGINE_WAIT_S = 600  # longest a job waits for the policy's engine to finish starting
 
 
 def run_generate(job: TrainingJob, reporter: JobReporter) -> dict:
-    from rlhf.callbacks import StopRequested
-    from rlhf.models import load_policy
-    from rlhf.sampling import generate
+    from rlhf.models import load_policy, load_tokenizer
 
     policy = ModelVersion.objects.get(pk=job.inputs["policy"])
     n = int(job.config.get("responses_per_prompt", 2))
     # A step is one sampled response: the total is prompts × responses from the first second.
     reporter.stage("loading model", total=len(job.inputs["prompt_ids"]) * n)
     sampling = build_config("generate", job.config)
-    batch = int(job.config.get("batch_size", 8))
-    model, tokenizer = load_policy(settings.ARTIFACTS_ROOT / policy.path)
+    route = _engine_route(job, policy, reporter)
+    if route is not None:
+        model, tokenizer = None, load_tokenizer(settings.ARTIFACTS_ROOT / policy.path)
+        batch = max(ENGINE_CHUNK, int(job.config.get("batch_size", 8)))
+    else:
+        model, tokenizer = load_policy(settings.ARTIFACTS_ROOT / policy.path)
+        batch = int(job.config.get("batch_size", 8))
     by_id = {p.pk: p for p in Prompt.objects.filter(pk__in=job.inputs["prompt_ids"])}
     prompts = [by_id[i] for i in job.inputs["prompt_ids"] if i in by_id]
     lineage_sampling = {k: v for k, v in dataclasses.asdict(sampling).items()
@@ -40,18 +53,16 @@ def run_generate(job: TrainingJob, reporter: JobReporter) -> dict:
     done = _prompts_done(job)
     created = len(done)
     reporter.stage("generating")
+    position = {p.pk: i for i, p in enumerate(prompts)}
     for start in range(0, len(prompts), batch):
         chunk = [p for p in prompts[start:start + batch] if p.pk not in done]
         if not chunk:
             continue
-        # A different seed per batch keeps the run reproducible without repeating samples (and a
-        # resumed run samples a batch as the first run would have).
-        config = dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + start)
-        try:
-            outputs = generate(model, tokenizer, [p.as_messages() for p in chunk], config, n=n,
-                               should_stop=reporter.should_stop)
-        except StopRequested:
-            raise JobCancelled() from None
+        if route is not None:
+            outputs = _sample_on_engine(route, tokenizer, chunk, [position[p.pk] for p in chunk], sampling, n,
+                                        reporter)
+        else:
+            outputs = _sample_in_process(model, tokenizer, chunk, start, sampling, n, reporter)
         for prompt, generations in zip(chunk, outputs, strict=True):
             tasks_create(project=job.project, prompt=prompt, round=round_obj, responses=[
                 {"text": _storable(g.text), "source": "model", "model_version_id": policy.pk,
@@ -63,6 +74,69 @@ def run_generate(job: TrainingJob, reporter: JobReporter) -> dict:
         reporter.on_step({"step": created * n, "total_steps": len(prompts) * n, "tasks_created": created,
                           "stage": "generating"})
     return {"tasks": created, "responses": created * n, "policy": policy.pk}
+
+
+def _sample_in_process(model, tokenizer, chunk: list[Prompt], start: int, sampling, n: int,
+                       reporter: JobReporter) -> list:
+    from rlhf.callbacks import StopRequested
+    from rlhf.sampling import generate
+
+    # A different seed per batch keeps the run reproducible without repeating samples (and a
+    # resumed run samples a batch as the first run would have).
+    config = dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + start)
+    try:
+        return generate(model, tokenizer, [p.as_messages() for p in chunk], config, n=n,
+                        should_stop=reporter.should_stop)
+    except StopRequested:
+        raise JobCancelled() from None
+
+
+def _sample_on_engine(route, tokenizer, chunk: list[Prompt], positions: list[int], sampling, n: int,
+                      reporter: JobReporter) -> list:
+    from rlhf.tokenization import encode_prompt
+    from serving.engine_sampling import EngineCancelled, engine_generate
+
+    ids = [encode_prompt(tokenizer, p.as_messages()) for p in chunk]
+    try:
+        return engine_generate(route, ids, sampling, n, positions=positions, should_stop=reporter.should_stop)
+    except EngineCancelled:
+        raise JobCancelled() from None
+
+
+def _engine_route(job: TrainingJob, policy: ModelVersion, reporter: JobReporter):
+    """The engine serving `policy`, or None (then the in-process sampler runs; the log says why).
+    A managed engine that is starting (or asked for on demand) is waited for."""
+    from serving.engine_choice import TRANSFORMERS, serving_engine
+    from serving.engines import engine_route
+    from serving.errors import OpenAIError
+    from serving.resolve import ServedModel
+
+    choice = serving_engine()
+    if choice.name == TRANSFORMERS:
+        return None
+    served = ServedModel(requested=str(policy.pk), version_id=policy.pk, name=policy.name,
+                         path=str(settings.ARTIFACTS_ROOT / policy.path),
+                         project_slug=policy.project.slug if policy.project_id else None)
+    deadline = time.monotonic() + ENGINE_WAIT_S
+    waiting = False
+    while True:
+        try:
+            route = engine_route(served)
+            job_log(job=job, message=f"sampling on the {choice.name} engine at {route.openai_url}")
+            return route
+        except OpenAIError as exc:
+            if exc.code in ("engine_starting", "model_loading") and time.monotonic() < deadline:
+                if not waiting:
+                    waiting = True
+                    reporter.stage("waiting for the engine")
+                    job_log(job=job, message=f"waiting for the {choice.name} engine: {exc.message}")
+                if reporter.should_stop():
+                    raise JobCancelled() from None
+                time.sleep(2)
+                continue
+            job_log(job=job, level="WARNING", message=f"the {choice.name} engine cannot serve model version "
+                                                      f"{policy.pk} ({exc.message}); sampling in-process instead")
+            return None
 
 
 def _prompts_done(job: TrainingJob) -> set[int]:

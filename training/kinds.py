@@ -84,23 +84,42 @@ def _stage(name: str) -> dict[str, str]:
     return {"config": STAGES[name].config, "train": STAGES[name].train}
 
 
+def _accelerate_config(value: Any) -> str | None:
+    if value is None:
+        return None
+    from rlhf.launch import shipped_configs
+
+    names = shipped_configs()
+    return None if value in names else f"must be one of {', '.join(names)} (or null), got {value!r}"
+
+
+# Every training kind can run on several processes (rlhf/accelerate_configs; training/launched.py).
+LAUNCH = {
+    "processes": ExtraField(1, "processes to train on (accelerate launch; 1 runs inside the worker)",
+                            _int_between(1, 64)),
+    "accelerate_config": ExtraField(None, "shipped accelerate config: ddp_cpu, ddp, fsdp or zero3 (null: ddp on "
+                                          "GPUs, ddp_cpu without; set it to launch even one process)",
+                                    _accelerate_config),
+}
 SNAPSHOTS = "training.snapshots"
 TRAIN = "training.stage_jobs:run_training"
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("sft", "Trains the policy on the project's demonstrations (next-token loss on the answers).",
             **_stage("sft"), rows=f"{SNAPSHOTS}:read_demonstrations", run=TRAIN,
-            snapshot=f"{SNAPSHOTS}:demonstrations", produces="policy"),
+            snapshot=f"{SNAPSHOTS}:demonstrations", produces="policy", extra=LAUNCH),
     JobKind("reward_model", "Trains a scalar reward head on the project's pairs; reports held-out pairwise "
             "accuracy.", **_stage("reward"), rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN,
-            snapshot=f"{SNAPSHOTS}:pairs", produces="reward"),
+            snapshot=f"{SNAPSHOTS}:pairs", produces="reward", extra=LAUNCH),
     JobKind("ppo", "Optimises the policy against the reward model (or a verifiable scorer) with a KL penalty to "
             "the starting policy.", **_stage("ppo"), rows=f"{SNAPSHOTS}:read_prompts", run=TRAIN,
             snapshot=f"{SNAPSHOTS}:ppo_prompts",
             inputs=("policy", "reward_model"), produces="policy",
             extra={"scorer": ExtraField(None, "a verifiable scorer instead of the reward model: a name "
-                                              "(numeric, exact_match, contains, regex) or {name, ...}", _scorer)}),
+                                              "(numeric, exact_match, contains, regex) or {name, ...}", _scorer),
+                   **LAUNCH}),
     JobKind("dpo", "Trains the policy directly on the pairs; no reward model needed.", **_stage("dpo"),
-            rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN, snapshot=f"{SNAPSHOTS}:pairs", produces="policy"),
+            rows=f"{SNAPSHOTS}:read_pairs", run=TRAIN, snapshot=f"{SNAPSHOTS}:pairs", produces="policy",
+            extra=LAUNCH),
     JobKind("generate", "Samples responses from the policy for prompts and makes ranking tasks (rounds start "
             "this for you).", config="rlhf.sampling:SamplingConfig", run="training.generation:run_generate",
             snapshot=f"{SNAPSHOTS}:given_prompts", inputs=("policy", "prompt_ids"),

@@ -12,6 +12,7 @@ from registry.models import ModelVersion
 from registry.services import jsonable, model_version_register
 
 from .kinds import build_config, job_kind, planned_steps
+from .launched import is_launched, run_launched
 from .models import JobMetric, TrainingJob
 from .reporter import JobCancelled, JobReporter, persist
 from .services.jobs import job_log
@@ -55,24 +56,32 @@ def run_training(job: TrainingJob, reporter: JobReporter) -> dict:
             extra["scorer"] = job.config["scorer"]  # a name or {name, ...}; rlhf builds the scorer
         reporter.stage("loading model", total=planned_steps(job.kind, job.config, len(data)))
         job_log(job=job, message=f"{job.kind}: {len(data)} examples, base {policy.name} (#{policy.pk})")
-        result = spec.stage()(build_config(job.kind, job.config), data, _path(policy), out_dir=out_dir,
-                              on_step=reporter.on_step, should_stop=reporter.should_stop,
-                              on_stage=reporter.on_stage, **extra)
-        if result.cancelled:
-            raise JobCancelled()
-        metrics = result.metrics
-        _record_final_eval(job, result)
+        if is_launched(job.config):  # several processes: an accelerate launch the worker follows
+            metrics = run_launched(job, reporter, data=data, policy_dir=_path(policy), out_dir=out_dir, extra=extra)
+            _record_final_eval(job, metrics, _last_step(job))
+        else:
+            result = spec.stage()(build_config(job.kind, job.config), data, _path(policy), out_dir=out_dir,
+                                  on_step=reporter.on_step, should_stop=reporter.should_stop,
+                                  on_stage=reporter.on_stage, **extra)
+            if result.cancelled:
+                raise JobCancelled()
+            metrics = result.metrics
+            _record_final_eval(job, metrics, result.history[-1] if result.history else {})
     parents = [policy] + ([reward] if reward is not None else [])
     version = persist(lambda: model_version_register(job=job, kind=spec.produces, rel=rel, parents=parents,
                                                      metrics=metrics))
     return {"model_version": version.pk, "metrics": jsonable(metrics), "examples": len(data)}
 
 
-def _record_final_eval(job: TrainingJob, result) -> None:
+def _last_step(job: TrainingJob) -> dict:
+    row = JobMetric.objects.filter(job=job).order_by("-step", "-id").first()
+    return {"step": row.step, **row.values} if row else {}
+
+
+def _record_final_eval(job: TrainingJob, metrics: dict, last: dict) -> None:
     """The held-out numbers of the evaluation that ends a stage become the last point of their series
     (a reward model's held-out accuracy is charted even when it was only measured at the end)."""
-    last = result.history[-1] if result.history else {}
-    final = {k: v for k, v in (result.metrics or {}).items()
+    final = {k: v for k, v in (metrics or {}).items()
              if k.startswith("eval_") and isinstance(v, int | float) and not isinstance(v, bool) and k not in last}
     if final and "step" in last:
         persist(lambda: JobMetric.objects.create(job=job, step=int(last["step"]), values=final))

@@ -88,6 +88,18 @@ def _too_large(limit: int) -> ApplicationError:
                             "split the file.", code="body_too_large", status=413)
 
 
+def _drain(stream, limit: int, chunk: int = 1 << 16) -> None:
+    """Read what is left of a refused body (at most `limit` bytes, unparsed) before answering: a
+    server that closes a connection with unread bytes resets it, and the client then loses the
+    end of the answer (a garbage import stops parsing at its last reported error)."""
+    left = limit
+    while stream is not None and left > 0:
+        data = stream.read(min(chunk, left))
+        if not data:
+            return
+        left -= len(data)
+
+
 class ProjectImportView(APIView):
     permission_classes = [IsAdmin]
     parser_classes = [NDJSONParser, MultiPartParser, FormParser, JSONParser]
@@ -121,7 +133,11 @@ class ProjectImportView(APIView):
         else:
             raise ApplicationError('send a JSONL file as multipart field "file" or an application/x-ndjson body',
                                    code="invalid_import")
-        result = prompts_import(project=project, lines=_capped(lines, limit), round=round_obj)
+        try:
+            result = prompts_import(project=project, lines=_capped(lines, limit), round=round_obj)
+        except ApplicationError:
+            _drain(request.stream, limit)
+            raise
         return Response(result.as_dict(), status=status.HTTP_201_CREATED)
 
 

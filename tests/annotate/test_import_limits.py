@@ -247,3 +247,28 @@ def test_a_large_import_moves_in_batches_each_prompt_with_its_task(make_project,
     moves = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('UPDATE "annotate_prompt"')]
     assert len(moves) == 3  # 50 + 50 + 20
     assert RankingTask.objects.filter(project=project, claimed=0).count() == 120
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_garbage_import_cut_short_still_gets_its_whole_answer_over_gunicorn(admin, make_project, tmp_path):
+    """The import stops reading at the last error it reports; the rest of the body must still be
+    read (and dropped) before answering, or gunicorn's close with unread bytes resets the
+    connection and the client loses the end of the error report (seen: IncompleteRead)."""
+    import requests
+
+    from tests.web_process import Web
+
+    project = make_project()
+    token = api_token_create(user=admin)[1]
+    body = b'{"prompt": "x"}\n' + b"not json\n" * (48 * 1024 * 1024 // 9)
+    web = Web(tmp_path)
+    web.start()
+    try:
+        for _ in range(6):  # a reset depends on timing: ask more than once
+            r = requests.post(f"{web.url}/api/projects/{project.pk}/import", data=body, timeout=120,
+                              headers={"Authorization": f"Token {token}", "Content-Type": "application/x-ndjson"})
+            assert r.status_code == 400
+            assert len(r.json()["error"]["details"]["errors"]) == imports.MAX_REPORTED_ERRORS
+    finally:
+        web.stop()
+    assert Prompt.objects.filter(project=project).count() == 0

@@ -14,22 +14,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.conftest import REPO, database_url_for, start_worker
+from tests.conftest import REPO, start_worker
+from tests.web_process import Web
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -38,45 +36,6 @@ TASKS = 1000
 PPO = {"iterations": 16, "rollout_batch_size": 16, "mini_batch_size": 4, "ppo_epochs": 4, "learning_rate": 1e-3,
        "precision": "fp32", "max_length": 64, "save_every": 4, "scorer": {"scorer": "contains", "text": "yes"},
        "sampling": {"strategy": "multinomial", "temperature": 1.0, "max_new_tokens": 12}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Web:
-    """gunicorn serving the test database, as production runs it."""
-
-    def __init__(self, log_dir: Path):
-        self.port, self.log_dir, self.proc = _free_port(), log_dir, None
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        env = {**os.environ, "DATABASE_URL": database_url_for(settings.DATABASES["default"]),
-               "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "RLHF_DATA_DIR": str(settings.DATA_DIR),
-               "RLHF_ARTIFACTS_ROOT": str(settings.ARTIFACTS_ROOT), "RLHF_API_RATE_LIMIT": "0"}
-        gunicorn = Path(sys.executable).with_name("gunicorn")
-        self.proc = subprocess.Popen(
-            [str(gunicorn), "config.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "4",
-             "--timeout", "60"], cwd=REPO, env=env, start_new_session=True,
-            stdout=open(self.log_dir / f"web-{time.monotonic():.0f}.log", "wb"), stderr=subprocess.STDOUT)
-        _until(lambda: _get(self.url + "/api/schema") == 200, 60, "the web process")
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def _until(predicate, timeout: float, what: str):

@@ -140,4 +140,13 @@ def test_a_job_shows_total_stage_and_eta_before_its_first_step(page, make_user, 
     done = page.locator(f"#jobs tr[data-job='{earlier.pk}']")
     assert done.get_by_role("link", name=f"model #{earlier.outputs['model_version']}").is_visible()
     assert re.search(r"\d+ s", done.locator("td").nth(4).inner_text())
+    # The version pickers are wide enough for their choices ("the promoted policy" was cut off).
+    page.get_by_label("Kind").select_option("ppo")  # the kind that picks both versions
+    for name in ("Start from policy", "Reward model"):
+        select = page.get_by_label(name, exact=True)
+        select.wait_for()
+        fits = select.evaluate("""s => { const c = document.createElement('canvas').getContext('2d');
+            c.font = getComputedStyle(s).font;
+            return Math.max(...[...s.options].map(o => c.measureText(o.text).width)) + 28 <= s.clientWidth; }""")
+        assert fits, (name, select.evaluate("s => [s.clientWidth, [...s.options].map(o => o.text)]"))
     screenshot(page, "34-jobs-list")

@@ -49,9 +49,41 @@ def live(live_server, _server_closes_connections):
     return live_server
 
 
+# The same /v1 tests on both engines: @both on a test runs it on the transformers engine and on a
+# real vLLM (the session's engine, tests/engine/fixtures.py), which /v1 then forwards to.
+both = pytest.mark.parametrize("engine_kind", ["transformers", pytest.param(
+    "vllm", marks=[pytest.mark.engine, pytest.mark.slow])], indirect=True)
+
+
 @pytest.fixture
-def demo(db):
-    """Project "demo" with policy A promoted, and policy B registered beside it."""
+def engine_kind(request, settings) -> str:
+    """Which engine serves /v1 in this test: "transformers" unless parametrized with `both`. For
+    "vllm" the artifacts root holds the policies the session's engine can serve (A is the one it runs)."""
+    kind = getattr(request, "param", None)
+    if kind is None:  # the suite's default (tests/conftest.py), or what the test set itself
+        return settings.RLHF_SERVING_ENGINE
+    settings.RLHF_SERVING_ENGINE = kind
+    if kind == "vllm":
+        request.getfixturevalue("engine")  # running
+        settings.ARTIFACTS_ROOT = request.getfixturevalue("engine_artifacts")
+    return kind
+
+
+def register_engine(version, engine, *, state: str = "ready"):
+    """An Engine row for a running EngineProcess, as the supervisor writes it once the engine answers."""
+    from django.utils import timezone
+
+    from serving.models import Engine
+
+    return Engine.objects.create(model_version=version, state=state, served_name=engine.config.served_model_name,
+                                 base_url=engine.base_url, pid=engine.pid, started_at=timezone.now(),
+                                 ready_at=timezone.now() if state == "ready" else None)
+
+
+@pytest.fixture
+def demo(db, request, engine_kind):
+    """Project "demo" with policy A promoted, and policy B registered beside it; on vLLM, A is
+    served by the session's engine."""
     from annotate.models import Project
     from registry.models import ModelVersion
 
@@ -60,6 +92,8 @@ def demo(db):
                                     project=project, promoted=True)
     b = ModelVersion.objects.create(name="policy-b", kind="policy", path="policies/b", source="test",
                                     project=project)
+    if engine_kind == "vllm":
+        register_engine(a, request.getfixturevalue("engine"))
     return {"project": project, "a": a, "b": b}
 
 

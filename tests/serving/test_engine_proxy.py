@@ -1,4 +1,4 @@
-"""RLHF_SERVING_ENGINE_URL: /v1 forwards generation to an external OpenAI-compatible engine (a
+"""RLHF_SERVING_ENGINE=external with RLHF_SERVING_ENGINE_URL: /v1 forwards generation to an external OpenAI-compatible engine (a
 stand-in for vLLM here), streaming included, keeping our keys, model names and error shape."""
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def engine(settings):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     FakeEngine.received = []
+    settings.RLHF_SERVING_ENGINE = "external"
     settings.RLHF_SERVING_ENGINE_URL = f"http://127.0.0.1:{server.server_port}/v1/"
     yield FakeEngine
     server.shutdown()
@@ -94,4 +95,5 @@ def test_engine_errors_and_our_checks(engine, demo, api_key, settings):
     assert len(engine.received) == 1  # only the first reached the engine
     settings.RLHF_SERVING_ENGINE_URL = "http://127.0.0.1:9/v1"
     response = post(BODY, api_key)
-    assert response.status_code == 502 and response.json()["error"]["code"] == "engine_unreachable"
+    assert response.status_code == 503 and response.json()["error"]["code"] == "engine_unavailable"
+    assert "unreachable" in response.json()["error"]["message"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
+from tests.serving.conftest import both
+
 
 @pytest.fixture
 def client(live, demo, api_key) -> openai.OpenAI:
@@ -20,6 +22,7 @@ def test_models_list_and_retrieve(client, demo):
     assert client.models.retrieve("latest").id == "latest"
 
 
+@both
 def test_chat_completion(client, demo):
     answer = client.chat.completions.create(model="latest", messages=MESSAGES, temperature=0, max_tokens=12)
     assert answer.choices[0].message.role == "assistant"
@@ -28,6 +31,7 @@ def test_chat_completion(client, demo):
     assert 0 < answer.usage.completion_tokens <= 12
 
 
+@both
 def test_streaming_joins_to_the_same_answer(client):
     whole = client.chat.completions.create(model="latest", messages=MESSAGES, temperature=0, max_tokens=12)
     stream = client.chat.completions.create(model="latest", messages=MESSAGES, temperature=0, max_tokens=12,
@@ -38,6 +42,7 @@ def test_streaming_joins_to_the_same_answer(client):
     assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
 
 
+@both
 def test_legacy_completions_and_top_k_extension(client):
     answer = client.completions.create(model="demo", prompt="the quick brown", max_tokens=5, temperature=0.8,
                                        seed=1, extra_body={"top_k": 5})

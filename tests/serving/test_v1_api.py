@@ -8,6 +8,8 @@ import json
 import pytest
 from django.test import Client
 
+from tests.serving.conftest import both
+
 pytestmark = pytest.mark.django_db
 
 
@@ -48,6 +50,7 @@ def test_models_lists_latest_projects_and_versions(demo, api_key):
     assert ids["latest"]["version_id"] == ids["demo"]["version_id"] == demo["a"].pk
 
 
+@both
 def test_chat_completion_shape_usage_and_determinism(demo, api_key):
     client = Client()
     body = chat(client, api_key).json()
@@ -69,6 +72,7 @@ def test_model_by_project_slug_and_by_version_id(demo, api_key):
     assert by_id["system_fingerprint"] == f"model-version-{demo['b'].pk}"
 
 
+@both
 def test_n_completions_share_one_prompt_count(demo, api_key):
     body = chat(Client(), api_key, n=3, temperature=1.0, seed=7).json()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
@@ -76,12 +80,14 @@ def test_n_completions_share_one_prompt_count(demo, api_key):
     assert body["usage"]["prompt_tokens"] == single["usage"]["prompt_tokens"]
 
 
+@both
 def test_seed_makes_sampling_repeatable(demo, api_key):
     first = chat(Client(), api_key, temperature=1.0, top_p=0.9, seed=3).json()["choices"]
     again = chat(Client(), api_key, temperature=1.0, top_p=0.9, seed=3).json()["choices"]
     assert first == again
 
 
+@both
 def test_completions_with_a_list_of_prompts(demo, api_key):
     body = call(Client(), "/v1/completions", {"model": "latest", "prompt": ["the quick", "a reward"],
                                                "max_tokens": 5, "temperature": 0, "n": 2}, api_key).json()
@@ -90,6 +96,7 @@ def test_completions_with_a_list_of_prompts(demo, api_key):
     assert body["choices"][0]["text"] == body["choices"][1]["text"]  # greedy: both completions agree
 
 
+@both
 def test_stop_cuts_the_text(demo, api_key):
     full = call(Client(), "/v1/completions", {"model": "latest", "prompt": "the quick", "max_tokens": 12,
                                                "temperature": 0}, api_key).json()["choices"][0]["text"]
@@ -101,6 +108,7 @@ def test_stop_cuts_the_text(demo, api_key):
     assert cut["text"] == full[:full.find(stop)] and cut["finish_reason"] == "stop"
 
 
+@both
 def test_chat_stream_events_join_to_the_whole_answer(demo, api_key):
     client = Client()
     whole = chat(client, api_key, max_tokens=10).json()
@@ -116,6 +124,7 @@ def test_chat_stream_events_join_to_the_whole_answer(demo, api_key):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == whole["usage"]["prompt_tokens"]
 
 
+@both
 def test_completion_stream(demo, api_key):
     body = {"model": "latest", "prompt": "the quick", "max_tokens": 6, "temperature": 0}
     whole = call(Client(), "/v1/completions", body, api_key).json()["choices"][0]["text"]
@@ -144,6 +153,7 @@ def test_completion_stream(demo, api_key):
     ({"presence_penalty": 1}, "presence_penalty"),
     ({"model": ""}, "model"),
 ])
+@both
 def test_bad_parameters_are_400_naming_the_parameter(demo, api_key, params, param):
     assert_openai_error(chat(Client(), api_key, **params), 400, param)
 
@@ -164,6 +174,7 @@ def test_bad_json_is_400(api_key):
 
 
 @pytest.mark.parametrize("model", ["gpt-4", "999999", "no-such-project"])
+@both
 def test_unknown_model_is_404(demo, api_key, model):
     error = assert_openai_error(chat(Client(), api_key, model=model), 404, "model")
     assert error["code"] == "model_not_found" and model in error["message"]

@@ -96,13 +96,15 @@ class JobCancelView(APIView):
 
 class JobRetryView(APIView):
     """Relaunch a failed or cancelled job: same data, same directory, it continues from its last
-    saved state."""
+    saved state. An optional body {"processes": N, "accelerate_config": name} changes how many
+    processes a training job runs on."""
 
     permission_classes = [IsAdmin]
 
     @extend_schema(request=None, responses=s.JobOut)
     def post(self, request, job_id: int):
-        job = training_job_retry(job=training_job_get(job_id=job_id), user=request.user)
+        launch = request.data if isinstance(request.data, dict) and request.data else None
+        job = training_job_retry(job=training_job_get(job_id=job_id), user=request.user, launch=launch)
         return Response(s.JobOut(job).data, status=status.HTTP_202_ACCEPTED)
 
 

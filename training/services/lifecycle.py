@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from annotate.models import Round
 from annotate.services.projects import round_transition
-from config.errors import Conflict
+from config.errors import ApplicationError, Conflict
 
 from ..models import TrainingJob, WorkerHeartbeat
 from .jobs import enqueue, job_log
@@ -67,19 +68,42 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
     return TrainingJob.objects.get(pk=job.pk)
 
 
-def training_job_retry(*, job: TrainingJob, user=None, reason: str = "") -> TrainingJob:
+def training_job_retry(*, job: TrainingJob, user=None, reason: str = "", launch: dict | None = None) -> TrainingJob:
     """Queue a failed or cancelled job again. It keeps its config, its data snapshot and its job
     directory, so the stage continues from its last saved state and the metric series goes on;
-    its round (if the job was the round's current stage) goes back to that stage."""
+    its round (if the job was the round's current stage) goes back to that stage. `launch` may
+    change how many processes it runs on ({"processes", "accelerate_config"}); the stage refuses a
+    count its saved state cannot resume on (a sharded FSDP/DeepSpeed state)."""
     with transaction.atomic():
         locked = TrainingJob.objects.select_for_update().get(pk=job.pk)
         if locked.state not in RETRYABLE:
             raise Conflict(f"job {locked.pk} is {locked.state}; only failed or cancelled jobs are relaunched",
                            code="job_not_retryable")
+        if launch:
+            locked.config = {**locked.config, **launch_fields_validate(kind=locked.kind, raw=launch)}
+            locked.save(update_fields=["config"])
+            job_log(job=locked, message=f"relaunch on {locked.config.get('processes', 1)} process(es)")
         _requeue(locked, reason or f"relaunched{' by ' + user.username if getattr(user, 'username', '') else ''}: "
                                    "continues from its last saved state")
         round_job_requeued(job=locked)
     return locked
+
+
+def launch_fields_validate(*, kind: str, raw: Any) -> dict:
+    """The launch fields of a relaunch, checked like the job's config at launch."""
+    from ..kinds import LAUNCH, job_kind
+
+    if not isinstance(raw, dict):
+        raise ApplicationError("the relaunch body must be a JSON object", code="invalid_config")
+    unknown = set(raw) - set(LAUNCH)
+    if unknown or not set(LAUNCH) <= set(job_kind(kind).extra):
+        raise ApplicationError(f"a relaunch may change only {', '.join(LAUNCH)} of a training job",
+                               code="invalid_config", details={k: "not allowed" for k in unknown or raw})
+    errors = {k: msg for k, v in raw.items() if (msg := LAUNCH[k].check(v)) is not None}
+    if errors:
+        first = next(iter(errors.items()))
+        raise ApplicationError(f"invalid relaunch: {first[0]}: {first[1]}", code="invalid_config", details=errors)
+    return dict(raw)
 
 
 def _requeue(job: TrainingJob, message: str) -> None:

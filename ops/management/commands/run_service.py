@@ -1,6 +1,7 @@
-"""Start the web server and one Celery worker together (the embedded default's `make run`).
+"""Start the web server, one Celery worker and, when the engine is vLLM, the engine supervisor
+(`manage.py run_engines`) together (the embedded default's `make run`).
 
-Ctrl-C (SIGINT) or SIGTERM stops both cleanly; if either exits, the other is stopped too."""
+Ctrl-C (SIGINT) or SIGTERM stops them all cleanly; if one exits, the others are stopped too."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ class Command(BaseCommand):
         worker_cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu,default",
                       "--pool", "solo", "-n", "embedded@%h", "--loglevel", "INFO", "--without-gossip",
                       "--without-mingle"]
+        from serving.engine_choice import VLLM, serving_engine
+
+        engine = serving_engine()
         procs: dict[str, subprocess.Popen] = {}
         stopping = False
 
@@ -45,13 +49,20 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
+            if engine.name == VLLM and not engine.problem:
+                # The engine supervisor: vLLM for the promoted policy (its first answer comes a
+                # minute or two after start; /v1 says 503 "engine_starting" until then).
+                procs["engines"] = subprocess.Popen([sys.executable, "manage.py", "run_engines"], env=env,
+                                                    start_new_session=True, cwd=settings.BASE_DIR)
+            self.stdout.write(f"inference engine: {engine.name} ({engine.why})"
+                              + (f"; it cannot run: {engine.problem}" if engine.problem else ""))
             procs["worker"] = subprocess.Popen(worker_cmd, env=env, start_new_session=True)
             procs["web"] = subprocess.Popen(web_cmd, env=env, start_new_session=True)
             self._wait_until_up(bind, procs)
             self.stdout.write(self.style.SUCCESS(
                 f"serving on http://{bind}/ with one Celery worker (database: "
                 f"{connection.vendor}, broker: "
-                f"{settings.CELERY_BROKER_URL.split('://')[0]}); Ctrl-C stops both"))
+                f"{settings.CELERY_BROKER_URL.split('://')[0]}, engine: {engine.name}); Ctrl-C stops all"))
             while not stopping:
                 for name, proc in procs.items():
                     if proc.poll() is not None:

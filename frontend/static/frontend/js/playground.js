@@ -1,11 +1,14 @@
 // Playground: chat with model versions over /v1/chat/completions (streamed), pick the sampling
-// strategy, compare two versions on the same prompt, and see prompt and answer as BPE tokens.
-import { api, h, items, postStream, showError } from "./api.js";
-import { renderMessages } from "./chat.js";
+// strategy, compare two versions on the same prompt at once, see each answer's finish reason,
+// usage, latency and version, the tokens the model saw and produced, and the request as code.
+import { api, h, items, showError, toast } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
+import { codeSnippets } from "./playground_code.js";
+import { runTurn, showTokens, turnBubble } from "./playground_turn.js";
 
 const $ = (id) => document.getElementById(id);
 let columns = []; // [{select, history, el}]
+let models = []; // /v1/models
 let controller = null;
 
 function samplingParams() {
@@ -31,6 +34,19 @@ function syncStrategyFields() {
   $("top-p").disabled = s !== "top_p";
 }
 
+/** "#3 policy-a" for a version id, from /v1/models. */
+function versionName(id) {
+  const m = models.find((x) => x.id === String(id));
+  return m ? `#${id} ${m.name || ""}`.trim() : `#${id}`;
+}
+
+/** What the user picked, and the version it points at today ("latest → #3 policy-a"). */
+function modelLabel(modelId) {
+  const m = models.find((x) => x.id === modelId);
+  if (!m || m.id === String(m.version_id)) return versionName(modelId);
+  return `${m.id} → ${versionName(m.version_id)}`;
+}
+
 function buildColumns() {
   const compare = $("compare").checked;
   $("model-b-field").hidden = !compare;
@@ -40,10 +56,11 @@ function buildColumns() {
       h("h2", { style: "margin-top:0", class: "small muted col-title" }, select.selectedOptions[0]?.textContent || ""),
       h("div", { class: "chat history" }),
       h("div", { class: "tokens-box" }));
-    return { select, history: [], el };
+    return { select, history: [], el, last: null }; // last: the newest turn, for the token view
   });
   $("columns").className = `pg-cols ${compare ? "" : "single"}`;
   $("columns").replaceChildren(...columns.map((c) => c.el));
+  renderCode();
 }
 
 function messagesFor(col) {
@@ -51,46 +68,49 @@ function messagesFor(col) {
   return [...(sys ? [{ role: "system", content: sys }] : []), ...col.history];
 }
 
-// Whitespace pieces would be invisible boxes: show spaces, newlines and tabs as symbols.
-const visible = (piece) => piece.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅";
-
-async function tokenView(col, model, promptText, answer) {
-  const box = col.el.querySelector(".tokens-box");
-  box.replaceChildren();
-  if (!$("show-tokens").checked) return;
-  const [p, a] = await Promise.all([
-    api("/api/tokenize", { method: "POST", body: { model, text: promptText } }),
-    api("/api/tokenize", { method: "POST", body: { model, text: answer } }),
-  ]);
-  const toks = (list, cls) => list.map((t) => h("span", { class: `tok ${cls}`, title: `id ${t.id}: ${JSON.stringify(t.token ?? t.piece)}` },
-    h("span", { class: "piece" }, visible(t.piece)), h("span", { class: "id" }, String(t.id))));
-  box.append(
-    h("h3", {}, `Prompt: ${p.tokens.length} tokens`), h("div", { class: "tokens", "aria-label": "Prompt tokens" }, toks(p.tokens, "prompt")),
-    h("h3", {}, `Answer: ${a.tokens.length} tokens`), h("div", { class: "tokens", "aria-label": "Answer tokens" }, toks(a.tokens, "answer")));
+function messageBubble(role, content) {
+  const body = h("div");
+  renderMarkdown(body, content);
+  return h("div", { class: `msg ${role}` }, h("div", { class: "role" }, role), body);
 }
 
-async function runColumn(col, userText, signal) {
-  const model = col.select.value;
-  col.history.push({ role: "user", content: userText });
-  const history = col.el.querySelector(".history");
-  renderMessages(history, messagesFor(col));
-  const body = h("div", { class: "pg-out" });
-  const bubble = h("div", { class: "msg assistant", "aria-live": "polite" }, h("div", { class: "role" }, `assistant · ${model}`), body);
-  history.append(bubble);
-  let answer = "";
-  let pending = false;
-  await postStream("/v1/chat/completions", { model, messages: messagesFor(col), stream: true, ...samplingParams() }, (chunk) => {
-    const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-    if (delta && delta.content) {
-      answer += delta.content;
-      // Re-render at most once per frame however fast tokens arrive.
-      if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; renderMarkdown(body, answer); }); }
-    }
-  }, { signal });
-  renderMarkdown(body, answer);
-  bubble.dataset.done = "true";
-  col.history.push({ role: "assistant", content: answer });
-  await tokenView(col, model, userText, answer);
+function requestBody(col) {
+  return { model: col.select.value, messages: messagesFor(col), stream: true, stream_options: { include_usage: true },
+    return_token_ids: true, return_prompt_text: true, ...samplingParams() };
+}
+
+/** Every column gets the user's message, then all columns stream their answers at the same time. */
+async function send(text) {
+  controller = new AbortController();
+  const { signal } = controller;
+  const turns = columns.map((col) => {
+    col.history.push({ role: "user", content: text });
+    const history = col.el.querySelector(".history");
+    const sys = $("system").value.trim();
+    const shown = history.querySelector(".msg.system");
+    if (sys) shown ? shown.replaceWith(messageBubble("system", sys)) : history.prepend(messageBubble("system", sys));
+    else if (shown) shown.remove();
+    const bubble = turnBubble(modelLabel(col.select.value));
+    history.append(messageBubble("user", text), bubble.el);
+    return { col, bubble, request: requestBody(col) };
+  });
+  const answers = await Promise.all(turns.map(({ bubble, request }) => runTurn({ bubble, request, signal, versionName })));
+  // A stopped or failed answer stays as far as it got, so the conversations stay in step.
+  turns.forEach(({ col, request }, i) => {
+    col.history.push({ role: "assistant", content: answers[i].content });
+    col.last = { model: request.model, turn: answers[i] };
+  });
+  renderCode();
+  await tokenViews();
+}
+
+/** Each column's token view of its newest turn, or none when "Show tokens" is off. */
+function tokenViews() {
+  return Promise.all(columns.map((col) => {
+    const box = col.el.querySelector(".tokens-box");
+    if (!$("show-tokens").checked || !col.last) return box.replaceChildren();
+    return showTokens(box, col.last.model, col.last.turn).catch((err) => showError($("notice"), err));
+  }));
 }
 
 $("ask").addEventListener("submit", async (e) => {
@@ -99,16 +119,12 @@ $("ask").addEventListener("submit", async (e) => {
   if (!text || controller) return;
   $("message").value = "";
   $("notice").hidden = true;
-  controller = new AbortController();
   $("send").disabled = true;
   $("stop").hidden = false;
   try {
-    // One column after the other: the server loads a model version on its first request, and
-    // two different versions loading at the same moment in one process trip over each other
-    // (transformers' loader is not thread-safe), so the comparison asks them in turn.
-    for (const c of columns) await runColumn(c, text, controller.signal);
+    await send(text);
   } catch (err) {
-    if (err.name !== "AbortError") showError($("notice"), err);
+    showError($("notice"), err);
   } finally {
     controller = null;
     $("send").disabled = false;
@@ -124,11 +140,47 @@ $("compare").addEventListener("change", buildColumns);
 $("model-a").addEventListener("change", buildColumns);
 $("model-b").addEventListener("change", buildColumns);
 $("strategy").addEventListener("change", syncStrategyFields);
+$("show-tokens").addEventListener("change", tokenViews);
+
+// ---- view code ---------------------------------------------------------------------------------
+
+function renderCode() {
+  if ($("code-panel").hidden || !columns.length) return;
+  const col = columns[0];
+  const draft = $("message").value.trim();
+  const messages = [...messagesFor(col), ...(draft ? [{ role: "user", content: draft }] : [])];
+  const body = { model: col.select.value, messages: messages.length ? messages : [{ role: "user", content: "Hello!" }], ...samplingParams() };
+  const { curl, python } = codeSnippets(`${location.origin}/v1`, body);
+  $("code-curl").textContent = curl;
+  $("code-python").textContent = python;
+  $("code-note").replaceChildren(
+    `The next request${columns.length > 1 ? " of Conversation 1" : ""} with the settings above: model "${body.model}" (${modelLabel(body.model)}). `,
+    "Put an API key in ", h("code", {}, "RLHF_API_KEY"), " (admins make keys under ", h("a", { href: "/manage/keys" }, "API keys"), ").");
+}
+
+$("view-code").addEventListener("click", () => {
+  const panel = $("code-panel");
+  panel.hidden = !panel.hidden;
+  $("view-code").setAttribute("aria-expanded", String(!panel.hidden));
+  renderCode();
+});
+$("settings").addEventListener("input", renderCode);
+$("settings").addEventListener("change", renderCode);
+$("message").addEventListener("input", renderCode);
+for (const button of document.querySelectorAll("[data-copy]")) {
+  button.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText($(button.dataset.copy).textContent);
+      toast("Copied");
+    } catch {
+      toast("Copying was refused: select the text instead");
+    }
+  });
+}
 
 async function loadModels() {
-  const data = await api("/v1/models");
-  const models = items(data.data || data);
-  const option = (m) => h("option", { value: m.id }, m.id === String(m.version_id) ? `#${m.id} ${m.name || ""}${m.promoted ? " (promoted)" : ""}` : `${m.id} → #${m.version_id}`);
+  models = items((await api("/v1/models")).data);
+  const option = (m) => h("option", { value: m.id }, m.id === String(m.version_id) ? `#${m.id} ${m.name || ""}${m.promoted ? " (promoted)" : ""}` : `${m.id} → #${m.version_id} ${m.name || ""}`);
   $("model-a").replaceChildren(...models.map(option));
   $("model-b").replaceChildren(...models.map(option));
   if (models.length > 1) $("model-b").selectedIndex = 1;
