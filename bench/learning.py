@@ -144,8 +144,13 @@ def finish_job(admin: Api, job_id: int) -> dict:
 
 
 def cache_key(args, gen_config: dict) -> dict:
-    return {"prompts": args.prompts, "heldout": args.heldout, "responses": args.responses, "seed": args.seed,
-            "eval_samples": args.eval_samples, "generate": gen_config, "model": args.model}
+    """What the candidates depend on (the training prompts are the first --prompts of the set)."""
+    return {"prompts": args.prompts, "responses": args.responses, "seed": args.seed, "generate": gen_config,
+            "model": args.model}
+
+
+def heldout_key(args) -> dict:
+    return {"heldout": args.heldout, "eval_samples": args.eval_samples}
 
 
 def load_cache(args, gen_config: dict) -> dict:
@@ -206,7 +211,7 @@ def evaluate(artifacts: Path, base_path: str, policies: dict[str, str], reward_p
     import torch
 
     from rlhf.evaluation import sequence_logprob
-    from rlhf.models import load_policy, load_reward_model, score_texts
+    from rlhf.models import load_policy, load_reward_model
     from rlhf.sampling import Generation, SamplingConfig, generate
 
     sampling = SamplingConfig(strategy="multinomial", temperature=1.0, max_new_tokens=max_new_tokens,
@@ -218,33 +223,20 @@ def evaluate(artifacts: Path, base_path: str, policies: dict[str, str], reward_p
         return model, tok, [g for gens in generate(model, tok, prompts, sampling, n=args.eval_samples, wrap_plain=True)
                             for g in gens]
 
-    if cache.get("heldout_base"):
+    if cache.get("heldout_base", {}).get("key") == heldout_key(args):
         base_model, base_tok = load_policy(artifacts / base_path)
-        base = [Generation(**g) for g in cache["heldout_base"]]
+        base = [Generation(**g) for g in cache["heldout_base"]["samples"]]
     else:
         base_model, base_tok, base = sample(base_path)
-        cache["heldout_base"] = [dataclasses.asdict(g) for g in base]
+        cache["heldout_base"] = {"key": heldout_key(args), "samples": [dataclasses.asdict(g) for g in base]}
+    texts = [g.text for g in base]  # with every policy's samples after them, in the same prompt order
     out: dict = {"base": {"rule_mean": _mean([rule.score(g.text) for g in base]),
                           "length": _mean([g.completion_tokens for g in base])}}
-    if reward_path:
-        # Every pair of base samples of one prompt that the rule orders: does the RM order it the same way?
-        reward = load_reward_model(artifacts / reward_path)
-        texts = [g.text for g in base]
-        scores = score_texts(reward, flat, texts, max_length=512).tolist()
-        agree, n = 0.0, 0
-        for i in range(len(base)):
-            for j in range(i + 1, len(base)):
-                if flat[i] != flat[j] or (want := preference(rule, texts[i], texts[j])) == 0.5:
-                    continue
-                got = 1.0 if scores[i] > scores[j] else 0.0 if scores[i] < scores[j] else 0.5
-                agree, n = agree + (1.0 - abs(want - got)), n + 1
-        out["rm_rule_accuracy"] = agree / n if n else None
-        out["rm_rule_pairs"] = n
-        del reward
     for name, path in policies.items():
         model, tok, new = sample(path)
         kls = [sequence_logprob(model, tok, p, g.token_ids, 1.0) - sequence_logprob(base_model, base_tok, p, g.token_ids, 1.0)
                for p, g in zip(flat, new, strict=True)]
+        texts += [g.text for g in new]
         out[name] = {"rule_mean": _mean([rule.score(g.text) for g in new]),
                      "rule_prefers_new": _mean([preference(rule, a.text, b.text) for a, b in zip(new, base, strict=True)]),
                      "kl": _mean(kls), "length": _mean([g.completion_tokens for g in new]),
@@ -252,7 +244,26 @@ def evaluate(artifacts: Path, base_path: str, policies: dict[str, str], reward_p
         del model
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     out["base"]["example"] = base[0].text[:200]
+    if reward_path:
+        out.update(rm_against_rule(load_reward_model(artifacts / reward_path), rule,
+                                   flat * (1 + len(policies)), texts))
     return out
+
+
+def rm_against_rule(reward, rule: Rule, prompts: list[str], texts: list[str]) -> dict:
+    """Every pair of held-out samples of one prompt (from the base and the new policies) that the
+    rule orders: the share the reward model orders the same way."""
+    from rlhf.models import score_texts
+
+    scores = score_texts(reward, prompts, texts, max_length=512).tolist()
+    agree, n = 0.0, 0
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if prompts[i] != prompts[j] or (want := preference(rule, texts[i], texts[j])) == 0.5:
+                continue
+            got = 1.0 if scores[i] > scores[j] else 0.0 if scores[i] < scores[j] else 0.5
+            agree, n = agree + (1.0 - abs(want - got)), n + 1
+    return {"rm_rule_accuracy": agree / n if n else None, "rm_rule_pairs": n}
 
 
 def _mean(xs: list[float]) -> float:

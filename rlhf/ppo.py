@@ -89,7 +89,14 @@ class PPOConfig(OptimConfig):
     vf_coef: float = 0.1  # value-loss weight
     whiten_rewards: bool = True  # scale-only whitening of per-token rewards (skipped below 8 rollouts)
     normalize_scores: bool = True  # reward-model scores -> (s - mean) / std with the saved stats
-    missing_eos_penalty: float | None = -1.0  # score given to responses without EOS (None: off)
+    # Score given to responses without EOS (None: off, the reward model scores them as they are).
+    # Off by default: N+ used -1 for TL;DR summaries that end well inside the rollout length, but a
+    # chat model's answers mostly do not. Measured with bench/learning.py on SmolLM2-135M-Instruct
+    # and its built-in prompts: 87.5% of answers are cut at 64 tokens (75% at 128), so the penalty
+    # replaced nearly every reward-model score by the same -1 and PPO learnt "stop early", not what
+    # the annotators ranked. The reward model was trained on candidates cut the same way, so it
+    # scores cut rollouts in distribution. Set it when rollouts are long enough to end.
+    missing_eos_penalty: float | None = None
     critic: str = "head"  # head: value head on the policy | reward_model: separate critic from the RM
     save_every: int = 5  # iterations between resumable states (0: only on cancel)
     sample_responses: int = 2  # responses logged in each step's metrics

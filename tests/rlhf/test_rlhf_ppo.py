@@ -178,3 +178,17 @@ def test_lora_is_the_cpu_default_and_full_weights_the_gpu_one():
     assert cfg.lora_for(torch.device("cuda")) is None
     assert cfg.learning_rate_for(cfg.lora_for(torch.device("cpu"))) > cfg.learning_rate_for(None)
     assert PPOConfig(lora=None).lora_for(torch.device("cpu")) is None
+
+
+def test_missing_eos_penalty_is_off_by_default_and_replaces_cut_scores_when_set(sft_policy, tmp_path):
+    """Off by default: with rollouts shorter than the answers (most chat answers at 64 tokens),
+    the penalty would replace nearly every score by the same number."""
+    assert PPOConfig().missing_eos_penalty is None
+    always = {"name": "regex", "pattern": "^"}  # every response scores 1.0
+    short = {"strategy": "multinomial", "temperature": 1.0, "max_new_tokens": 1}  # almost all cut
+    for penalty in (None, -1.0):
+        m = train_ppo(ppo_config(iterations=1, missing_eos_penalty=penalty, sampling=short), prompts(),
+                      sft_policy, None, tmp_path / f"ppo-{penalty}", scorer=always).history[0]
+        assert m["score"] == 1.0 and m["eos_rate"] < 0.5
+        expected = 1.0 if penalty is None else m["eos_rate"] - (1 - m["eos_rate"])
+        assert m["reward"] == pytest.approx(expected)
