@@ -131,6 +131,8 @@ def main() -> None:
             _, job = call(base, "GET", f"/api/jobs/{gen_id}", token=admin)
             print(f"generate: {args.prompts} prompts x {args.responses} responses x up to {args.max_new_tokens} "
                   f"tokens, {job['state']}, {t_gen - t0:.1f} s (job wall time, engine {engine['engine']})")
+            if job["state"] != "succeeded":
+                print(f"error: {job.get('error')}\nlogs: {json.dumps(call(base, 'GET', f'/api/jobs/{gen_id}/logs', token=admin)[1])[-3000:]}")
             return
         ranked, latencies = 0, []
         while True:
