@@ -105,9 +105,11 @@ def test_client_that_goes_away_aborts_the_engine_request(live, demo, api_key, en
     from enginectl.engine_process import requests_in_flight
 
     # The engine decodes ahead of what the client reads, so on a loaded machine even 1,000 tokens can
-    # be complete in the engine before the client has its third event: then nothing is left to abort
-    # and the attempt is made again; the hang-up must abort every request it finds running.
-    for _attempt in range(3):
+    # be complete in the engine before the hang-up reaches it (before the client has its third event,
+    # or before the relay's next write fails): then nothing is left to abort and the attempt is made
+    # again. The test fails when no hang-up of five stops a decode the engine was still running.
+    outcomes = []
+    for _attempt in range(5):
         tokens_before = generated_tokens(engine)
         conn, response = open_stream(live, api_key, {"messages": MESSAGES, "max_tokens": 1000, "temperature": 0,
                                                      "ignore_eos": True})
@@ -120,12 +122,13 @@ def test_client_that_goes_away_aborts_the_engine_request(live, demo, api_key, en
         response.close()  # holds the socket: the client hangs up
         conn.close()
         assert wait_until_idle(engine) < 15
-        if running:
+        # vLLM 0.32 counts no aborted request in request_success; the tokens it decoded tell instead.
+        decoded = generated_tokens(engine) - tokens_before
+        outcomes.append((running, decoded))
+        if running and 3 <= decoded < 1000:
             break
-    assert running == 1, "the engine finished each 1,000-token answer before the client had 3 events"
-    # vLLM 0.32 counts no aborted request in request_success; the tokens it decoded tell instead.
-    decoded = generated_tokens(engine) - tokens_before
-    assert 3 <= decoded < 1000, f"the engine decoded {decoded} of the 1000 tokens: it ran the request to its end"
+    else:
+        raise AssertionError(f"no hang-up aborted the engine's decode (running, tokens decoded): {outcomes}")
     again = post({"model": "latest", "messages": MESSAGES, "max_tokens": 3, "temperature": 0}, api_key)
     assert again.status_code == 200
 
