@@ -125,7 +125,7 @@ class EngineConfig:
         return env | self.env
 
 
-def _parent_death_signal_hook():
+def parent_death_signal_hook():
     """A preexec_fn that makes the child get SIGTERM when the process that started it dies (Linux),
     so a crashed web process or test run leaves no engine holding GiBs of memory and a port.
     libc is loaded here, in the parent: importing in the forked child of a threaded process can hang."""
@@ -187,7 +187,7 @@ class EngineProcess:
                 self.config.command(python, self.port), env=self.config.environment(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO),
                 start_new_session=True,  # its own process group: stop() signals the workers too
-                preexec_fn=_parent_death_signal_hook() if die_with_parent else None)
+                preexec_fn=parent_death_signal_hook() if die_with_parent else None)
         self.started_at = time.monotonic()
         self.ready_after = None
         return self

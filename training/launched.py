@@ -42,9 +42,9 @@ def is_launched(config: dict) -> bool:
 def _parent_death_signal() -> Any:
     # The launcher gets SIGTERM when the worker dies (torchrun passes it to the ranks), so a killed
     # worker leaves no training running behind it. libc is loaded here, not in the forked child.
-    from enginectl.engine_process import _parent_death_signal_hook
+    from enginectl.engine_process import parent_death_signal_hook
 
-    return _parent_death_signal_hook()
+    return parent_death_signal_hook()
 
 
 def _tail(path: Path, lines: int = TAIL_LINES) -> str:
