@@ -58,6 +58,7 @@ class JobReporter:
         self.timed_out = False
         self.steps = 0
         self.first_step: int | None = None
+        self.steps_before = 0  # steps done before this run began (a resumed run continues after its save)
         self.work_started: float | None = None  # when the first stage after loading began
         previous = job.progress or {}
         self.progress = {"step": previous.get("step") or 0, "total": previous.get("total"),
@@ -95,12 +96,14 @@ class JobReporter:
             # A resumed run starts after its last saved step; points an earlier run reported past
             # that step are replaced by the ones this run reports, so the series stays one line.
             self.first_step = step
+            # A first report may cover several steps (a generate job reports a batch at a time).
+            self.steps_before = min(self.progress["step"] or 0, step - 1)
             persist(lambda: JobMetric.objects.filter(job=self.job, step__gte=step).delete())
         total = (metrics.get("total_steps") or metrics.get("total") or metrics.get("total_iterations")
                  or self.progress["total"])
         now = time.monotonic()
         elapsed = now - (self.work_started or self.started)
-        done = step - self.first_step + 1
+        done = step - self.steps_before
         eta = (elapsed / done) * (total - step) if total and done > 0 else None
         values = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         samples = metrics.get("samples")

@@ -114,3 +114,22 @@ def test_eta_comes_from_an_earlier_job_of_the_same_kind_before_the_first_step(pr
     first = writes[0]
     assert first["stage"] == "loading model" and first["eta_basis"] == "earlier job"
     assert first["eta_seconds"] is not None and first["eta_seconds"] > 0
+
+
+@pytest.mark.django_db
+def test_the_eta_counts_the_steps_of_a_first_report_that_covers_several(project):
+    """A generate job reports once a batch is done (step 32 of 192 at its first report): 32 done in
+    100 s leaves 160 at the same pace, 500 s; counting the first report as one step said 16,000 s."""
+    import time
+
+    job = training_job_launch(project=project, kind="sft", config=FAST)
+    reporter = JobReporter(job)
+    reporter.work_started = time.monotonic() - 100
+    reporter.on_step({"step": 32, "total": 192})
+    assert reporter.progress["eta_seconds"] == pytest.approx(500, rel=0.05)
+    # A resumed run (its progress says 8; it resumes after its save at step 5) counts from its save.
+    job.progress = {"step": 8, "total": 10}
+    resumed = JobReporter(job)
+    resumed.work_started = time.monotonic() - 10
+    resumed.on_step({"step": 6, "total": 10})
+    assert resumed.progress["eta_seconds"] == pytest.approx(40, rel=0.05)
