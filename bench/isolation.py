@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import annotation_load  # noqa: E402 - bench/ is not a package
-from model_api import DEFAULT_MODEL, SETUP, healthz, wait_for  # noqa: E402
+from model_api import DEFAULT_MODEL, healthz, scratch_service, stop_all, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN = ("bench-admin", "bench-admin-password")
@@ -66,15 +65,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="rlhf-isolation-bench-"))
-    env = {**os.environ, "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(args.model_dir.parent),
-           "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
-           "RLHF_API_RATE_LIMIT": "0", "RLHF_SERVING_ENGINE": args.engine, "RLHF_LOG_LEVEL": "WARNING",
-           "DJANGO_DEBUG": "0"}
-    env.pop("CACHE_URL", None)
-    manage = [sys.executable, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v", "0"], env=env, cwd=REPO, check=True)
-    out = subprocess.run([*manage, "shell", "-c", SETUP.replace("PATH", repr(args.model_dir.name))], env=env,
-                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    env, manage, out = scratch_service(scratch, args.model_dir, RLHF_SERVING_ENGINE=args.engine,
+                                       RLHF_LOG_LEVEL="WARNING", DJANGO_DEBUG="0")
     key = next(x for x in out.splitlines() if x.startswith("KEY=")).split()[0][4:]
     code = ("from django.contrib.auth import get_user_model as g; U=g(); "
             f"u=U(username={ADMIN[0]!r}, is_superuser=True, is_staff=True); u.set_password({ADMIN[1]!r}); u.save()")
@@ -138,15 +130,7 @@ def main() -> None:
               f"submit {busy['submit_p99_ms'] / idle['submit_p99_ms']:.2f}x")
     finally:
         stop.set()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(scratch, ignore_errors=True)
+        stop_all(procs, scratch)
 
 
 if __name__ == "__main__":

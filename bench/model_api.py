@@ -87,15 +87,8 @@ def main() -> None:
         raise SystemExit(f"{args.model_dir} is not a model directory; run `make run` once (it converts the bundled model)")
 
     scratch = Path(tempfile.mkdtemp(prefix="rlhf-model-api-bench-"))
-    env = {**os.environ, "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(args.model_dir.parent),
-           "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
-           "RLHF_API_RATE_LIMIT": "0", "PYTHONUNBUFFERED": "1", "RLHF_SERVING_ENGINE_DTYPE": args.dtype,
-           "RLHF_LOG_LEVEL": "WARNING"}
-    env.pop("CACHE_URL", None)
-    manage = [sys.executable, str(REPO / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v", "0"], env=env, cwd=REPO, check=True)
-    out = subprocess.run([*manage, "shell", "-c", SETUP.replace("PATH", repr(args.model_dir.name))], env=env,
-                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    env, manage, out = scratch_service(scratch, args.model_dir, PYTHONUNBUFFERED="1",
+                                       RLHF_SERVING_ENGINE_DTYPE=args.dtype, RLHF_LOG_LEVEL="WARNING")
     line = next(x for x in out.splitlines() if x.startswith("KEY="))
     key, version = line.split()[0][4:], int(line.split()[1][8:])
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -163,15 +156,34 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=1))
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(scratch, ignore_errors=True)
+        stop_all(procs, scratch)
+
+
+def scratch_service(scratch: Path, model_dir: Path, **extra_env: str) -> tuple[dict, list[str], str]:
+    """A scratch service on SQLite serving `model_dir`: its environment, the manage.py command, and
+    what SETUP printed (the key)."""
+    env = {**os.environ, "RLHF_DATA_DIR": str(scratch), "RLHF_ARTIFACTS_ROOT": str(model_dir.parent),
+           "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite3'}", "CELERY_BROKER_URL": "filesystem://",
+           "RLHF_API_RATE_LIMIT": "0", **extra_env}
+    env.pop("CACHE_URL", None)
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, cwd=REPO, check=True)
+    out = subprocess.run([*manage, "shell", "-c", SETUP.replace("PATH", repr(model_dir.name))], env=env,
+                         cwd=REPO, check=True, capture_output=True, text=True).stdout
+    return env, manage, out
+
+
+def stop_all(procs: list[subprocess.Popen], scratch: Path) -> None:
+    """Stop the processes a bench started (terminate, then kill after a minute) and drop its scratch folder."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def engine_raw_free_port() -> int:

@@ -34,3 +34,19 @@ def register_policy(model_dir, *, project, promoted: bool = True) -> ModelVersio
     rel = model_dir.relative_to(settings.ARTIFACTS_ROOT)
     return ModelVersion.objects.create(name=f"tiny-{project.slug}", kind="policy", path=str(rel),
                                        source="base:test", project=project, promoted=promoted)
+
+
+def wait_for_job(job_id: int, until, timeout: float, what: str):
+    """The job once `until(job)` holds, polled from the database; fails naming the state, progress and log."""
+    import time
+
+    from training.models import TrainingJob
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = TrainingJob.objects.get(pk=job_id)
+        if until(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} ({job.state}, {job.progress}) never reached {what}; logs: "
+                         f"{list(job.log_lines.values_list('message', flat=True))}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 import uuid
 
 import pytest
@@ -19,6 +18,7 @@ from annotate.models import Prompt
 from annotate.services.demonstrations import demonstration_create
 from registry.models import ModelVersion
 from tests.factories import project_with_pairs, register_policy
+from tests.factories import wait_for_job as _wait
 from tests.tiny_model import build_tiny_model
 from training.models import TrainingJob
 
@@ -29,17 +29,6 @@ PPO = {"iterations": 10, "rollout_batch_size": 8, "mini_batch_size": 4, "ppo_epo
        "sampling": {"strategy": "multinomial", "temperature": 1.0, "max_new_tokens": 6}}
 SFT = {"batch_size": 2, "epochs": 60, "eval_fraction": 0.0, "precision": "fp32", "max_length": 64, "save_every": 5,
        "learning_rate": 1e-3, "processes": 2, "accelerate_config": "ddp_cpu"}
-
-
-def _wait(job_id: int, until, timeout: float, what: str) -> TrainingJob:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = TrainingJob.objects.get(pk=job_id)
-        if until(job):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} ({job.state}, {job.progress}) never reached {what}; logs: "
-                         f"{list(job.log_lines.values_list('message', flat=True))}")
 
 
 def _project(slug: str):

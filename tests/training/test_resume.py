@@ -15,23 +15,13 @@ from django.conf import settings
 from annotate.models import RankingTask
 from registry.models import ModelVersion
 from tests.factories import project_with_pairs, register_policy
+from tests.factories import wait_for_job as _wait
 from tests.tiny_model import build_tiny_model
 from training.models import TrainingJob
 
 PPO = {"iterations": 12, "rollout_batch_size": 16, "mini_batch_size": 4, "ppo_epochs": 4, "learning_rate": 1e-3,
        "precision": "fp32", "max_length": 64, "save_every": 4, "seed": 3, "scorer": {"scorer": "contains", "text": "yes"},
        "sampling": {"strategy": "multinomial", "temperature": 1.0, "max_new_tokens": 12}}
-
-
-def _wait(job_id: int, until, timeout: float, what: str) -> TrainingJob:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = TrainingJob.objects.get(pk=job_id)
-        if until(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} ({job.state}, {job.progress}) never reached {what}; logs: "
-                         f"{list(job.log_lines.values_list('message', flat=True))}")
 
 
 def _weights(version: ModelVersion) -> dict[str, torch.Tensor]:
