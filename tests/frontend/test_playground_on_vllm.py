@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.engine.conftest import TINY_NAME
-from tests.frontend.conftest import browser, login, make_user, page, screenshot  # noqa: F401 - fixtures
+from tests.frontend.conftest import login
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine, pytest.mark.browser]
 
 
-def test_playground_shows_vllm_token_ids_usage_and_finish(engine, engine_tiny_model_dir, settings, page,  # noqa: F811
-                                                          make_user, screenshot):  # noqa: F811
+def test_playground_shows_vllm_token_ids_usage_and_finish(engine, engine_tiny_model_dir, settings, page,
+                                                          make_user, screenshot):
     from annotate.models import Project
     from registry.models import ModelVersion
     from rlhf.models import load_tokenizer
