@@ -258,6 +258,9 @@ def test_a_garbage_import_cut_short_still_gets_its_whole_answer_over_gunicorn(ad
 
     from tests.web_process import Web
 
+    if connection.vendor == "sqlite":
+        pytest.skip("gunicorn beside the test process's own SQLite writer lock is the PostgreSQL pass's job; "
+                    "the drain does not depend on the database")
     project = make_project()
     token = api_token_create(user=admin)[1]
     body = b'{"prompt": "x"}\n' + b"not json\n" * (48 * 1024 * 1024 // 9)
