@@ -19,7 +19,8 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 300):
+def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 300, alphabet: list[str] | None = None):
+    """A byte-level BPE trained on CORPUS; `alphabet` limits its initial characters (default: all 256 bytes)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -27,8 +28,9 @@ def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 300):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    alphabet = alphabet if alphabet is not None else pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
+                                  limit_alphabet=len(alphabet))
     tok.train_from_iterator(CORPUS, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                    pad_token="<|endoftext|>", unk_token="<|endoftext|>")

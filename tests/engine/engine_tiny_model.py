@@ -12,28 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tiny_model import CHAT_TEMPLATE, CORPUS
+from tests.tiny_model import build_tiny_tokenizer
 
 
 def build_ascii_tokenizer(out_dir: Path, vocab_size: int = 300):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    byte_to_char = pre_tokenizers.ByteLevel.alphabet()  # 256 printable stand-ins for the bytes
     ascii_bytes = [10, *range(32, 127)]  # newline and printable ASCII
-    alphabet = sorted(c for c in byte_to_char if _byte_of(c) in ascii_bytes)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet,
-                                  limit_alphabet=len(alphabet))
-    tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   pad_token="<|endoftext|>", unk_token="<|endoftext|>")
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out_dir)
-    return fast
+    alphabet = sorted(c for c in pre_tokenizers.ByteLevel.alphabet() if _byte_of(c) in ascii_bytes)
+    return build_tiny_tokenizer(out_dir, vocab_size, alphabet=alphabet)
 
 
 def _byte_of(char: str) -> int:
