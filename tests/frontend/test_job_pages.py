@@ -141,10 +141,13 @@ def test_a_job_shows_total_stage_and_eta_before_its_first_step(page, make_user, 
     assert done.get_by_role("link", name=f"model #{earlier.outputs['model_version']}").is_visible()
     assert re.search(r"\d+ s", done.locator("td").nth(4).inner_text())
     # The version pickers are wide enough for their choices ("the promoted policy" was cut off).
+    # Names are the users' own and can be long (CI's "#279 tiny-jobpage-2cd6cf (promoted)" did not fit
+    # a fixed column): a picker grows with its longest choice.
     page.get_by_label("Kind").select_option("ppo")  # the kind that picks both versions
     for name in ("Start from policy", "Reward model"):
         select = page.get_by_label(name, exact=True)
         select.wait_for()
+        select.evaluate("s => s.add(new Option('#1234 a-long-model-name-from-the-import-form-2cd6cf-ppo-36 (promoted)', ''))")
         fits = select.evaluate("""s => { const c = document.createElement('canvas').getContext('2d');
             c.font = getComputedStyle(s).font;
             return Math.max(...[...s.options].map(o => c.measureText(o.text).width)) + 28 <= s.clientWidth; }""")
