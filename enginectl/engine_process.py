@@ -148,6 +148,7 @@ class EngineProcess:
         self.log_path: Path | None = config.log_path
         self.started_at: float | None = None
         self.ready_after: float | None = None  # seconds from start() to ready
+        self._progress: tuple[float, float] | None = None  # (tokens processed, when seen) for alive()
 
     # ---- addresses ----
     @property
@@ -213,6 +214,41 @@ class EngineProcess:
                 raise EngineError(f"the engine was not ready after {timeout:.0f} s; last log lines "
                                   f"({self.log_path}):\n{tail}")
             time.sleep(poll)
+
+    def alive(self, timeout: float = 20.0, stall_s: float = 60.0) -> str | None:
+        """None while the engine makes progress, else why not. vLLM's /health only says the engine
+        core has not errored: a hung core (stopped, deadlocked) stays "healthy" while every request
+        waits forever. So: with requests queued, tokens must have moved within stall_s (the
+        counters of /metrics); otherwise a 1-token completion must answer within `timeout` (it
+        joins the running batch at the next step, so load alone does not delay it)."""
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return f"/health answered {resp.status}"
+        except (OSError, ValueError) as exc:
+            return f"/health: {exc}"
+        stats = engine_stats(self.base_url, timeout)
+        if stats is None:
+            return "/metrics unreadable"
+        now = time.monotonic()
+        if stats["waiting"] > 0:
+            last = self._progress
+            if last is None or stats["tokens"] != last[0]:
+                self._progress = (stats["tokens"], now)
+                return None
+            if now - last[1] >= stall_s:
+                return f"no token processed in {now - last[1]:.0f} s with {stats['waiting']:.0f} requests waiting"
+            return None
+        self._progress = (stats["tokens"], now)
+        body = json.dumps({"model": self.config.served_model_name, "prompt": "ping", "max_tokens": 1}).encode()
+        request = urllib.request.Request(f"{self.openai_url}/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                resp.read()
+        except (OSError, ValueError) as exc:
+            return f"a 1-token completion did not answer within {timeout:.0f} s ({exc})"
+        return None
 
     def answers(self) -> bool:
         """True when the server is up and serves our model (one /health and one /v1/models call)."""
@@ -302,22 +338,32 @@ class EngineProcess:
         self.stop()
 
 
-def requests_in_flight(base_url: str, timeout: float = 5.0) -> int | None:
-    """vllm:num_requests_running + vllm:num_requests_waiting of the server at base_url, or None."""
+def engine_stats(base_url: str, timeout: float = 5.0) -> dict[str, float] | None:
+    """From vLLM's /metrics: requests running and waiting (gauges) and tokens processed (the prompt
+    and generation counters, summed); None when unreadable or without the request gauges."""
     try:
         with urllib.request.urlopen(f"{base_url}/metrics", timeout=timeout) as resp:
             text = resp.read().decode(errors="replace")
     except (OSError, ValueError):
         return None
-    total, seen = 0.0, False
+    names = {"vllm:num_requests_running": "running", "vllm:num_requests_waiting": "waiting",
+             "vllm:prompt_tokens_total": "tokens", "vllm:generation_tokens_total": "tokens"}
+    stats, seen = {"running": 0.0, "waiting": 0.0, "tokens": 0.0}, False
     for line in text.splitlines():
-        if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")) and " " in line:
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names and " " in line:
             try:
-                total += float(line.rsplit(" ", 1)[1])
-                seen = True
+                stats[names[name]] += float(line.rsplit(" ", 1)[1])
             except ValueError:
                 continue
-    return int(total) if seen else None
+            seen = seen or names[name] != "tokens"
+    return stats if seen else None
+
+
+def requests_in_flight(base_url: str, timeout: float = 5.0) -> int | None:
+    """vllm:num_requests_running + vllm:num_requests_waiting of the server at base_url, or None."""
+    stats = engine_stats(base_url, timeout)
+    return None if stats is None else int(stats["running"] + stats["waiting"])
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +40,13 @@ DRAIN_GRACE_S = 2.0  # a request routed just before the switch reaches the old e
 START_TIMEOUT_S = 900.0
 CRASH_LIMIT = 3  # failed starts of one version within CRASH_WINDOW before it is no longer retried
 CRASH_WINDOW = timedelta(minutes=10)
+# A ready engine is probed every PROBE_EVERY_S (EngineProcess.alive, off the tick thread): vLLM's
+# server exits a few seconds after its engine core dies (then _reap sees it), but a hung core (a
+# stopped or deadlocked process) leaves a server that says "healthy" while no request ever
+# answers. PROBE_FAILURES failed probes in a row fail the engine (a promoted one is restarted).
+PROBE_EVERY_S = 10.0
+PROBE_TIMEOUT_S = 20.0
+PROBE_FAILURES = 2
 
 
 def engine_config_for(version: ModelVersion, *, served_name: str, log_path: Path) -> EngineConfig:
@@ -89,6 +97,9 @@ class EngineSupervisor:
         self.procs: dict[int, EngineProcess] = {}  # Engine row id -> its process
         self._drain_started: dict[int, float] = {}
         self._blocked_logged: set[int] = set()
+        self._probes: dict[int, tuple[float, Future]] = {}  # Engine row id -> (when, its running probe)
+        self._misses: dict[int, int] = {}  # Engine row id -> failed probes in a row
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="engine-probe")
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -117,12 +128,14 @@ class EngineSupervisor:
 
     def tick(self) -> None:
         self._reap()
+        self._probe()
         self._check_starting()
         self._start_wanted()
         self._retire()
         self._drain()
 
     def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for row_id, proc in list(self.procs.items()):
             proc.stop()
             Engine.objects.filter(pk=row_id).update(state=Engine.State.STOPPED, stopped_at=timezone.now(), pid=None)
@@ -145,6 +158,39 @@ class EngineSupervisor:
             log.error("engine %s (model version %s) %s", row.pk, row.model_version_id, error)
             Engine.objects.filter(pk=row.pk).update(state=state, stopped_at=timezone.now(), pid=None, error=error)
             del self.procs[row.pk]
+
+    def _probe(self) -> None:
+        """Ready engines that stopped making progress (see PROBE_EVERY_S) are failed and stopped."""
+        now = time.monotonic()
+        for row in self._mine(Engine.State.READY):
+            when, future = self._probes.get(row.pk, (0.0, None))
+            if future is not None and not future.done():
+                continue
+            if future is not None:
+                why = future.result()
+                self._probes[row.pk] = (when, None)
+                if why is None:
+                    self._misses.pop(row.pk, None)
+                else:
+                    self._misses[row.pk] = self._misses.get(row.pk, 0) + 1
+                    log.warning("engine %s (model version %s) probe failed (%s in a row): %s", row.pk,
+                                row.model_version_id, self._misses[row.pk], why)
+                    if self._misses[row.pk] >= PROBE_FAILURES:
+                        self._fail_unresponsive(row, why)
+                        continue
+            if now - when >= PROBE_EVERY_S:
+                self._probes[row.pk] = (now, self._pool.submit(self.procs[row.pk].alive, PROBE_TIMEOUT_S))
+
+    def _fail_unresponsive(self, row: Engine, why: str) -> None:
+        proc = self.procs.pop(row.pk)
+        tail = proc.log_tail(8).strip()[-1500:]
+        error = f"stopped answering ({PROBE_FAILURES} probes in a row; last: {why}); last log lines: {tail}"
+        log.error("engine %s (model version %s) %s", row.pk, row.model_version_id, error)
+        proc.kill()
+        self._misses.pop(row.pk, None)
+        self._probes.pop(row.pk, None)
+        Engine.objects.filter(pk=row.pk).update(state=Engine.State.FAILED, stopped_at=timezone.now(), pid=None,
+                                                error=error)
 
     def _check_starting(self) -> None:
         for row in self._mine(Engine.State.STARTING):

@@ -171,3 +171,72 @@ def test_engine_dies_with_the_process_that_started_it(tmp_path, fake_python):
         time.sleep(0.1)
     # The stand-in does not pass SIGTERM on to its child as vLLM's server does; end it here.
     os.kill(int((tmp_path / "child.pid").read_text()), signal.SIGKILL)
+
+
+class _Stats:
+    """A stand-in for the server's /health, /metrics and /v1/completions, set by the test."""
+
+    def __init__(self):
+        self.waiting, self.tokens, self.complete_after = 0, 10, 0.0
+
+    def serve(self) -> tuple[object, int]:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        stats = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/metrics":
+                    self._send(f'vllm:num_requests_running{{model_name="m"}} 1.0\n'
+                               f'vllm:num_requests_waiting{{model_name="m"}} {stats.waiting}.0\n'
+                               f'vllm:prompt_tokens_total{{model_name="m"}} {stats.tokens}.0\n'
+                               f'vllm:generation_tokens_total{{model_name="m"}} 5.0\n'.encode())
+                else:
+                    self._send(b"")
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(stats.complete_after)
+                self._send(b'{"choices": [{"text": "x"}]}')
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, server.server_address[1]
+
+
+def test_alive_tells_a_hung_engine_from_a_busy_one(monkeypatch):
+    """/health alone says nothing of a hung engine core: idle, a 1-token completion must answer;
+    with requests waiting, the token counters must move (load alone is no failure)."""
+    from enginectl import engine_process
+
+    stats = _Stats()
+    server, port = stats.serve()
+    try:
+        engine = EngineProcess(EngineConfig(model="/m", port=port))
+        assert engine_process.engine_stats(engine.base_url) == {"running": 1.0, "waiting": 0.0, "tokens": 15.0}
+        assert engine.alive(timeout=2) is None  # idle: the completion answered
+        stats.complete_after = 3
+        assert "did not answer within 1 s" in engine.alive(timeout=1)  # idle and the completion hangs
+        stats.complete_after, stats.waiting = 0, 4
+        clock = [1000.0]
+        monkeypatch.setattr(engine_process.time, "monotonic", lambda: clock[0])
+        assert engine.alive(stall_s=60) is None  # first look at the counters
+        clock[0] += 59
+        assert engine.alive(stall_s=60) is None  # busy, no token yet, within the stall limit
+        stats.tokens += 1
+        clock[0] += 30
+        assert engine.alive(stall_s=60) is None  # tokens moved: still busy and alive
+        clock[0] += 61
+        assert "no token processed in 61 s with 4 requests waiting" in engine.alive(stall_s=60)
+    finally:
+        server.shutdown()

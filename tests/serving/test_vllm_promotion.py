@@ -7,6 +7,8 @@ needs it starts it again)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -130,6 +132,20 @@ def test_promotion_under_load_swaps_engines_with_no_failed_request(live, demo, a
         answer = client.chat.completions.create(model=str(a.pk), messages=[{"role": "user", "content": "hi"}],
                                                 max_tokens=2, temperature=0)
         assert answer.system_fingerprint == f"model-version-{a.pk}"
+
+        # Its engine core hangs (stopped) while its API server lives on and says "healthy": the
+        # supervisor's probe fails it (and would restart it, were it promoted) instead of routing
+        # to it forever. (A core that dies takes vLLM's server down within seconds: _reap's case.)
+        row_a2 = Engine.objects.get(model_version=a, state="ready")
+        proc = supervisor.procs[row_a2.pk]
+        core = [pid for pid in proc.memory_rss_mib() if pid != proc.pid]
+        assert core, "no engine core process beside the API server"
+        for pid in core:
+            os.kill(pid, signal.SIGSTOP)
+        failed = wait_for(lambda: Engine.objects.filter(pk=row_a2.pk, state="failed").first(), 150,
+                          "the engine whose core hung failed")
+        assert "stopped answering" in failed.error, failed.error
+        assert row_a2.pk not in supervisor.procs and not proc.is_running()
     finally:
         stop.set()
         thread.join(timeout=120)
