@@ -128,11 +128,11 @@ class EngineSupervisor:
 
     def tick(self) -> None:
         self._reap()
-        self._probe()
         self._check_starting()
         self._start_wanted()
         self._retire()
         self._drain()
+        self._probe()
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -167,8 +167,12 @@ class EngineSupervisor:
             if future is not None and not future.done():
                 continue
             if future is not None:
-                why = future.result()
                 self._probes[row.pk] = (when, None)
+                try:
+                    why = future.result()
+                except Exception:  # a probe's own failure says nothing of the engine
+                    log.exception("engine %s probe raised", row.pk)
+                    why = None
                 if why is None:
                     self._misses.pop(row.pk, None)
                 else:
