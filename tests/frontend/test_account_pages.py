@@ -66,3 +66,24 @@ def test_admin_deactivates_and_resets_a_user(page, make_user):
     assert reply.value.status == 200
     ann.refresh_from_db()
     assert ann.is_active and ann.check_password("reset-horse-12")
+
+
+def test_a_click_before_the_page_script_runs_does_not_submit_natively(page, make_user):
+    """CI clicked "Make a token" before tokens.js had attached its handler: the browser submitted
+    the form itself (a reload to /tokens?) and the typed name was lost. The page's script is held
+    back here so the click surely comes first; it must wait, then make the token."""
+    import time
+
+    make_user("ann")
+    login(page, "ann")
+
+    def slow(route):
+        time.sleep(1.5)
+        route.continue_()
+
+    page.route("**/js/tokens.js*", slow)
+    page.goto("/tokens", wait_until="commit")
+    page.get_by_label("Name").fill("early-click")
+    page.get_by_role("button", name="Make a token").click()
+    page.locator("#new-token .key-secret").wait_for()
+    assert not page.url.endswith("?")
