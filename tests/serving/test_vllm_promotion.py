@@ -122,7 +122,9 @@ def test_promotion_under_load_swaps_engines_with_no_failed_request(live, demo, a
         print(f"\nfirst engine ready after {first_start:.1f} s; promote -> first answer by the new version "
               f"{first_b - promoted_at:.1f} s; {len(load.answers)} answers, {len(load.failures)} failed")
 
-        # The old version by id: started on demand, answering once ready.
+        # The old version by id: started on demand, answering once ready (and kept: the hang
+        # below is checked on it).
+        supervisor.idle_seconds = 3600
         with pytest.raises(openai.APIStatusError) as loading:
             client.chat.completions.create(model=str(a.pk), messages=[{"role": "user", "content": "hi"}],
                                            max_tokens=2)
