@@ -46,8 +46,7 @@ def engine_route(served: ServedModel) -> EngineRoute:
     if choice.problem:
         raise engine_unavailable(f"The inference engine ({choice.name}) cannot run: {choice.problem}.")
     if choice.name == EXTERNAL:
-        url = settings.RLHF_SERVING_ENGINE_URL.rstrip("/")
-        return EngineRoute(url, getattr(settings, "RLHF_SERVING_ENGINE_MODEL", "") or served.path, served)
+        return _external_route(served)
     if choice.name != VLLM:
         raise AssertionError(f"no engine route for the {choice.name} engine")
     row = Engine.objects.filter(state=Engine.State.READY, model_version_id=served.version_id).first()
@@ -61,6 +60,60 @@ def engine_route(served: ServedModel) -> EngineRoute:
         raise _not_ready(served)
     _touch(row)
     return EngineRoute(f"{row.base_url}/v1", row.served_name, served, row.pk)
+
+
+EXTERNAL_MODELS_TTL = 10.0  # seconds an external engine's /v1/models answer is reused
+_external_models: dict[str, tuple[float, list[dict]]] = {}
+
+
+def _external_route(served: ServedModel) -> EngineRoute:
+    """An external server runs the one checkpoint its operator started it on; vLLM names it in
+    /v1/models ("root": the checkpoint path). A version asked for by id that is not that one is
+    refused (404), never answered by another model under its id; an alias answers from the version
+    the server does run, and says so. A server that does not name its checkpoint (root missing, or
+    not one of ours) is trusted to run what it is asked for."""
+    url = settings.RLHF_SERVING_ENGINE_URL.rstrip("/")
+    upstream = getattr(settings, "RLHF_SERVING_ENGINE_MODEL", "") or served.path
+    runs = _external_version(url)
+    if runs is None or runs.pk == served.version_id:
+        return EngineRoute(url, upstream, served)
+    if served.requested.isdigit():
+        raise OpenAIError(f"Model version {served.version_id} is not served here: the inference engine at {url} runs "
+                          f"model version {runs.pk} ({runs.name}). Ask for \"{runs.pk}\" or an alias, or start the "
+                          "engine on this version.", status=404, code="model_not_served", param="model")
+    served = dataclasses.replace(served, version_id=runs.pk, name=runs.name,
+                                 path=str(settings.ARTIFACTS_ROOT / runs.path))
+    return EngineRoute(url, getattr(settings, "RLHF_SERVING_ENGINE_MODEL", "") or served.path, served)
+
+
+def _external_version(url: str) -> ModelVersion | None:
+    """The registry's version whose checkpoint the external server at `url` runs, or None."""
+    import json
+    import time
+    import urllib.request
+
+    now = time.monotonic()
+    cached = _external_models.get(url)
+    if cached is None or now - cached[0] > EXTERNAL_MODELS_TTL:
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=5) as resp:
+                models = json.loads(resp.read()).get("data") or []
+        except (OSError, ValueError, AttributeError):
+            models = []
+        _external_models[url] = cached = (now, [m for m in models if isinstance(m, dict)])
+    roots = [str(m.get("root") or "").rstrip("/") for m in cached[1]]
+    roots = [r for r in roots if r]
+    if not roots:
+        return None
+    root_dir = str(settings.ARTIFACTS_ROOT).rstrip("/")
+    best, best_len = None, -1  # the same path here, else the longest relative path it ends with
+    for version in ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).only("pk", "name", "path"):
+        rel = version.path.strip("/")
+        if any(r == f"{root_dir}/{rel}" for r in roots):
+            return version
+        if len(rel) > best_len and any(r.endswith(f"/{rel}") for r in roots):
+            best, best_len = version, len(rel)
+    return best
 
 
 def _alias_fallback(served: ServedModel) -> Engine | None:

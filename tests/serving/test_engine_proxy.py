@@ -15,6 +15,13 @@ pytestmark = pytest.mark.django_db
 
 class FakeEngine(BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
+    root: str | None = None  # the checkpoint /v1/models names (vLLM's "root"); None: no /v1/models
+
+    def do_GET(self):  # noqa: N802 - the http.server hook's name
+        if self.path != "/v1/models" or FakeEngine.root is None:
+            return self._send(404, {"error": {"message": "no such route"}})
+        return self._send(200, {"object": "list", "data": [{"id": "policy", "object": "model",
+                                                            "root": FakeEngine.root}]})
 
     def do_POST(self):  # noqa: N802 - the http.server hook's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -53,7 +60,10 @@ def engine(settings):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeEngine)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    FakeEngine.received = []
+    FakeEngine.received, FakeEngine.root = [], None
+    from serving import engines
+
+    engines._external_models.clear()  # what an earlier server on a reused port said
     settings.RLHF_SERVING_ENGINE = "external"
     settings.RLHF_SERVING_ENGINE_URL = f"http://127.0.0.1:{server.server_port}/v1/"
     yield FakeEngine
@@ -97,3 +107,28 @@ def test_engine_errors_and_our_checks(engine, demo, api_key, settings):
     response = post(BODY, api_key)
     assert response.status_code == 503 and response.json()["error"]["code"] == "engine_unavailable"
     assert "unreachable" in response.json()["error"]["message"]
+
+
+def test_a_version_the_external_engine_does_not_run_is_refused_not_answered_by_another(engine, demo, api_key):
+    """The external server runs policy B's checkpoint (its operator started it there; /v1/models
+    names it, as vLLM does, under a mount point of its own): asking for A by id is a clear 404,
+    never B's answer under A's id; an alias answers from B and says it was B."""
+    a, b = demo["a"], demo["b"]
+    engine.root = "/artifacts/policies/b"
+    refused = post({**BODY, "model": str(a.pk)}, api_key)
+    assert refused.status_code == 404, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "model_not_served" and error["param"] == "model"
+    assert f"runs model version {b.pk}" in error["message"]
+    assert engine.received == []  # nothing reached the engine
+    by_id = post({**BODY, "model": str(b.pk)}, api_key).json()
+    assert by_id["system_fingerprint"] == f"model-version-{b.pk}"
+    alias = post(BODY, api_key).json()  # "latest": A is promoted, but the server runs B
+    assert alias["system_fingerprint"] == f"model-version-{b.pk}" and alias["model"] == "latest"
+    assert [sent["model"] for _, sent in engine.received] == [str(engine_path(b))] * 2
+
+
+def engine_path(version):
+    from django.conf import settings
+
+    return settings.ARTIFACTS_ROOT / version.path
