@@ -8,6 +8,9 @@ version promoted before it until then: a promotion never leaves the alias withou
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,8 +65,8 @@ def engine_route(served: ServedModel) -> EngineRoute:
     return EngineRoute(f"{row.base_url}/v1", row.served_name, served, row.pk)
 
 
-EXTERNAL_MODELS_TTL = 10.0  # seconds an external engine's /v1/models answer is reused
-_external_models: dict[str, tuple[float, list[dict]]] = {}
+EXTERNAL_MODELS_TTL = 10.0  # seconds an external engine's answer to "what do you run?" is reused
+_external_runs: dict[str, tuple[float, int | None]] = {}  # engine URL -> (when asked, version id or None)
 
 
 def _external_route(served: ServedModel) -> EngineRoute:
@@ -73,46 +76,49 @@ def _external_route(served: ServedModel) -> EngineRoute:
     the server does run, and says so. A server that does not name its checkpoint (root missing, or
     not one of ours) is trusted to run what it is asked for."""
     url = settings.RLHF_SERVING_ENGINE_URL.rstrip("/")
-    upstream = getattr(settings, "RLHF_SERVING_ENGINE_MODEL", "") or served.path
     runs = _external_version(url)
-    if runs is None or runs.pk == served.version_id:
-        return EngineRoute(url, upstream, served)
-    if served.requested.isdigit():
-        raise OpenAIError(f"Model version {served.version_id} is not served here: the inference engine at {url} runs "
-                          f"model version {runs.pk} ({runs.name}). Ask for \"{runs.pk}\" or an alias, or start the "
-                          "engine on this version.", status=404, code="model_not_served", param="model")
-    served = dataclasses.replace(served, version_id=runs.pk, name=runs.name,
-                                 path=str(settings.ARTIFACTS_ROOT / runs.path))
+    if runs is not None and runs.pk != served.version_id:
+        if served.requested.isdigit():
+            raise OpenAIError(f"Model version {served.version_id} is not served here: the inference engine at {url} "
+                              f"runs model version {runs.pk} ({runs.name}). Ask for \"{runs.pk}\" or an alias, or "
+                              "start the engine on this version.", status=404, code="model_not_served", param="model")
+        served = dataclasses.replace(served, version_id=runs.pk, name=runs.name,
+                                     path=str(settings.ARTIFACTS_ROOT / runs.path))
     return EngineRoute(url, getattr(settings, "RLHF_SERVING_ENGINE_MODEL", "") or served.path, served)
 
 
 def _external_version(url: str) -> ModelVersion | None:
-    """The registry's version whose checkpoint the external server at `url` runs, or None."""
-    import json
-    import time
-    import urllib.request
-
+    """The registry's version whose checkpoint the external server at `url` runs, or None. Asked
+    of the server (and matched against the registry) once per EXTERNAL_MODELS_TTL, not per request."""
     now = time.monotonic()
-    cached = _external_models.get(url)
+    cached = _external_runs.get(url)
     if cached is None or now - cached[0] > EXTERNAL_MODELS_TTL:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=5) as resp:
-                models = json.loads(resp.read()).get("data") or []
-        except (OSError, ValueError, AttributeError):
-            models = []
-        _external_models[url] = cached = (now, [m for m in models if isinstance(m, dict)])
-    roots = [str(m.get("root") or "").rstrip("/") for m in cached[1]]
-    roots = [r for r in roots if r]
+        cached = _external_runs[url] = (now, _match_checkpoint(_external_roots(url)))
+    return ModelVersion.objects.filter(pk=cached[1]).first() if cached[1] is not None else None
+
+
+def _external_roots(url: str) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"{url}/models", timeout=5) as resp:
+            models = json.loads(resp.read()).get("data") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(m.get("root") or "").rstrip("/") for m in models if isinstance(m, dict) and m.get("root")]
+
+
+def _match_checkpoint(roots: list[str]) -> int | None:
+    """The policy whose directory is one of `roots`: the same path here, else the longest relative
+    path a root ends with (the server may mount the artifacts elsewhere)."""
     if not roots:
         return None
     root_dir = str(settings.ARTIFACTS_ROOT).rstrip("/")
-    best, best_len = None, -1  # the same path here, else the longest relative path it ends with
-    for version in ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).only("pk", "name", "path"):
-        rel = version.path.strip("/")
+    best, best_len = None, -1
+    for pk, path in ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).values_list("pk", "path"):
+        rel = path.strip("/")
         if any(r == f"{root_dir}/{rel}" for r in roots):
-            return version
+            return pk
         if len(rel) > best_len and any(r.endswith(f"/{rel}") for r in roots):
-            best, best_len = version, len(rel)
+            best, best_len = pk, len(rel)
     return best
 
 

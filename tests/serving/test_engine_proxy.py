@@ -63,7 +63,7 @@ def engine(settings):
     FakeEngine.received, FakeEngine.root = [], None
     from serving import engines
 
-    engines._external_models.clear()  # what an earlier server on a reused port said
+    engines._external_runs.clear()  # what an earlier server on a reused port said
     settings.RLHF_SERVING_ENGINE = "external"
     settings.RLHF_SERVING_ENGINE_URL = f"http://127.0.0.1:{server.server_port}/v1/"
     yield FakeEngine
@@ -109,7 +109,8 @@ def test_engine_errors_and_our_checks(engine, demo, api_key, settings):
     assert "unreachable" in response.json()["error"]["message"]
 
 
-def test_a_version_the_external_engine_does_not_run_is_refused_not_answered_by_another(engine, demo, api_key):
+def test_a_version_the_external_engine_does_not_run_is_refused_not_answered_by_another(engine, demo, api_key,
+                                                                                      settings):
     """The external server runs policy B's checkpoint (its operator started it there; /v1/models
     names it, as vLLM does, under a mount point of its own): asking for A by id is a clear 404,
     never B's answer under A's id; an alias answers from B and says it was B."""
@@ -125,10 +126,4 @@ def test_a_version_the_external_engine_does_not_run_is_refused_not_answered_by_a
     assert by_id["system_fingerprint"] == f"model-version-{b.pk}"
     alias = post(BODY, api_key).json()  # "latest": A is promoted, but the server runs B
     assert alias["system_fingerprint"] == f"model-version-{b.pk}" and alias["model"] == "latest"
-    assert [sent["model"] for _, sent in engine.received] == [str(engine_path(b))] * 2
-
-
-def engine_path(version):
-    from django.conf import settings
-
-    return settings.ARTIFACTS_ROOT / version.path
+    assert [sent["model"] for _, sent in engine.received] == [str(settings.ARTIFACTS_ROOT / b.path)] * 2
