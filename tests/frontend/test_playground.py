@@ -133,6 +133,7 @@ def test_both_columns_stream_at_once_and_show_what_the_model_saw(page, make_user
     held_streams.before.set()
     wait_for(page, "() => [...document.querySelectorAll('.msg.assistant')].every(b => b.dataset.status === 'streaming')")
     assert page.locator(".msg.assistant[data-done=true]").count() == 0
+    assert page.locator(".msg.assistant .pg-wait").count() == 0, "streaming bubbles show words, not the waiting sign"
     for n in (1, 2):
         assert column(page, n).locator(".msg.assistant .pg-out").inner_text().strip()
     screenshot(page, "81-playground-both-streaming")
@@ -143,8 +144,11 @@ def test_both_columns_stream_at_once_and_show_what_the_model_saw(page, make_user
     screenshot(page, "82-playground-answered")
 
     assert len(responses) == 2
+    # The two answers may arrive in either order: each is matched to its column by the model it asked.
+    by_model = {json.loads(r.request.post_data)["model"]: r for r in responses}
     messages = [{"role": "user", "content": question}]
-    for n, version, response in ((1, a, responses[0]), (2, b, responses[1])):
+    for n, version in ((1, a), (2, b)):
+        response = by_model[str(version.pk)]
         col = column(page, n)
         chunks = sse_chunks(response)
         prompt_ids = next(c["prompt_token_ids"] for c in chunks if "prompt_token_ids" in c)
@@ -188,6 +192,10 @@ def test_both_columns_stream_at_once_and_show_what_the_model_saw(page, make_user
 
 def test_stop_keeps_both_conversations_in_step(page, make_user, served_models, held_streams, screenshot):
     a, b = served_models
+    # A busy browser: frames come late (CI's load once left "streaming" bubbles still showing the
+    # waiting sign). "streaming" must mean the words are on the page.
+    page.add_init_script("const raf = window.requestAnimationFrame.bind(window);"
+                         "window.requestAnimationFrame = (cb) => setTimeout(() => raf(cb), 400);")
     make_user("ada", "admin")
     login(page, "ada")
     open_playground(page, a, b, max_tokens=20)

@@ -34,7 +34,12 @@ export async function runTurn({ bubble, request, signal, versionName }) {
   const turn = { content: "", status: "done", finish: null, usage: null, error: null, version: null,
     promptIds: null, promptText: null, ids: [], started: performance.now(), firstAt: null, endAt: null };
   let pending = false;
-  const paint = () => renderMarkdown(bubble.body, turn.content);
+  // "streaming" is set when the first words are on the page, not when they arrive: the waiting sign
+  // and the status never disagree.
+  const paint = () => {
+    renderMarkdown(bubble.body, turn.content);
+    if (bubble.el.dataset.status === "waiting") bubble.el.dataset.status = "streaming";
+  };
   try {
     await postStream("/v1/chat/completions", request, (chunk) => {
       if (chunk.error) throw new Error(chunk.error.message || "The model failed while answering.");
@@ -51,7 +56,7 @@ export async function runTurn({ bubble, request, signal, versionName }) {
         if (choice.finish_reason) turn.finish = choice.finish_reason;
         const text = choice.delta && choice.delta.content;
         if (!text) continue;
-        if (turn.firstAt === null) { turn.firstAt = performance.now(); bubble.el.dataset.status = "streaming"; }
+        if (turn.firstAt === null) turn.firstAt = performance.now();
         turn.content += text;
         // Re-render at most once per frame however fast tokens arrive.
         if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; paint(); }); }
