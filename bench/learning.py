@@ -39,7 +39,11 @@ sys.path.insert(0, str(REPO))
 from bench.preference_rules import RULES, Rule, annotators, preference, prompt_set  # noqa: E402
 
 ADMIN_PASSWORD = "learning-bench-admin"
-POLICY_STAGES = ("ppo", "dpo")
+# "ppo-rule": a PPO job rewarded by the rule itself (a verifiable scorer, as a job config can name
+# one), not by the reward model: how far PPO's defaults move the policy when the reward is right,
+# so a small move can be put down to the reward model or to the RL stage.
+POLICY_STAGES = ("ppo", "dpo", "ppo-rule")
+RULE_SCORER = "learning-bench-rule"
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,7 +60,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval-samples", type=int, default=2, help="samples per held-out prompt and policy")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="generation length (default: the generate job's default)")
-    ap.add_argument("--stages", default="rm,ppo,dpo", help="comma list of rm, ppo, dpo (rm is needed by ppo)")
+    ap.add_argument("--stages", default="rm,ppo,dpo", help="comma list of rm, ppo, dpo (rm is needed by ppo), "
+                    "ppo-rule (PPO rewarded by the rule itself, no reward model)")
     ap.add_argument("--config", action="append", default=[], metavar="KIND=JSON",
                     help="override a job config, e.g. 'ppo={\"iterations\": 30}' (kinds: generate, rm, ppo, dpo)")
     ap.add_argument("--seed", type=int, default=0)
@@ -204,6 +209,14 @@ def annotate(project_id: int, rule: Rule, args) -> dict:
             "pairs": pairs}
 
 
+def register_rule_scorer(rule: Rule) -> str:
+    """The rule as a verifiable scorer of this process (the worker runs in it too): its name."""
+    from rlhf.scorers import register_scorer
+
+    register_scorer(RULE_SCORER, lambda: lambda prompt, response, reference: rule.score(response))
+    return RULE_SCORER
+
+
 def evaluate(artifacts: Path, base_path: str, policies: dict[str, str], reward_path: str | None,
              prompts: list[str], rule: Rule, args, max_new_tokens: int, cache: dict) -> dict:
     """The measurements on held-out prompts (see the module docstring). The base policy's samples
@@ -321,11 +334,16 @@ def main() -> None:
             jobs["rm"] = run_job(admin, pid, "reward_model", args.overrides.get("reward_model", {}))
             times["reward_model"] = jobs["rm"]["wall_s"]
         reward_id = jobs["rm"]["outputs"]["model_version"] if "rm" in jobs else None
-        for kind in POLICY_STAGES:
-            if kind in args.stages:
-                inputs = {"reward_model": reward_id} if kind == "ppo" else {}
-                jobs[kind] = run_job(admin, pid, kind, args.overrides.get(kind, {}), inputs)
-                times[kind] = jobs[kind]["wall_s"]
+        for stage in POLICY_STAGES:
+            if stage in args.stages:
+                kind = "ppo" if stage == "ppo-rule" else stage
+                config, inputs = dict(args.overrides.get(kind, {})), {}
+                if stage == "ppo":
+                    inputs = {"reward_model": reward_id}
+                elif stage == "ppo-rule":
+                    config["scorer"] = register_rule_scorer(rule)
+                jobs[stage] = run_job(admin, pid, kind, config, inputs)
+                times[stage] = jobs[stage]["wall_s"]
 
         t = time.monotonic()
         _, models = admin.call("GET", "/api/models?archived=include")

@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--careless", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heldout", type=int, default=12, help="tasks held out for the accuracy")
+    ap.add_argument("--train", type=int, default=None,
+                    help="train on the first N tasks only (default: all not held out), so a large cache gives "
+                         "a round-sized training set and many held-out pairs")
     args = ap.parse_args()
 
     from bench.learning import rm_against_rule
@@ -64,9 +67,11 @@ def main() -> None:
     # Held out: the last --heldout tasks' candidates (4 responses: 6 pairs a prompt), so the
     # accuracy against the rule rests on enough pairs; the RM trains on the others' noisy pairs.
     train_rows, held_rows = cache["candidates"][:-args.heldout], cache["candidates"][-args.heldout:]
+    train_rows = train_rows[:args.train]
     flat = [row["prompt"] for row in held_rows for _ in row["responses"]]
     texts = [r["text"] for row in held_rows for r in row["responses"]]
-    print(f"{'rule':<16}{'config':<44}{'pairs':>6}{'acc vs labels':>14}{'vs rule':>9}{'n':>5}{'s':>6}")
+    print(f"{'rule':<16}{'config':<44}{'pairs':>6}{'train acc':>10}{'acc vs labels':>14}{'vs rule':>9}{'n':>5}"
+          f"{'s':>6}")
     for name in args.rules.split(","):
         rule = RULES[name]
         pairs = pairs_for(rule, train_rows, args)
@@ -79,7 +84,8 @@ def main() -> None:
                 took = time.monotonic() - t0
                 vs = rm_against_rule(load_reward_model(result.out_dir), rule, flat, texts)
             acc = result.metrics.get("eval_accuracy")
-            print(f"{name:<16}{raw:<44}{len(pairs):>6}{'n/a' if acc is None else f'{acc:.3f}':>14}"
+            train_acc = result.metrics.get("train_accuracy_final", float("nan"))
+            print(f"{name:<16}{raw:<44}{len(pairs):>6}{train_acc:>10.3f}{'n/a' if acc is None else f'{acc:.3f}':>14}"
                   f"{vs['rm_rule_accuracy'] or float('nan'):>9.3f}{vs['rm_rule_pairs']:>5}{took:>6.0f}", flush=True)
 
 if __name__ == "__main__":

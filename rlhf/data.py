@@ -112,6 +112,7 @@ def collate_pairs(pairs: list[EncodedPair], pad_id: int) -> dict[str, torch.Tens
     ids, mask = right_pad([e.input_ids for e in sides], pad_id)
     return {"input_ids": ids, "attention_mask": mask,
             "labels": response_labels(ids, mask, [e.prompt_len for e in sides]),
+            "prompt_lens": torch.tensor([e.prompt_len for e in sides], dtype=torch.long),
             "margin": torch.tensor([p.margin for p in pairs], dtype=torch.float)}
 
 

@@ -204,10 +204,36 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (positions * attention_mask).argmax(-1)
 
 
-def sequence_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Reward of each right-padded prompt+response: the head at its last real token. -> [B]."""
+SCORE_POOLINGS = ("last", "mean")
+
+
+def score_pooling(model: Any) -> str:
+    """How a reward model turns its per-token head into one score, as saved in its config
+    (`rlhf_score_pooling`); models saved before the setting existed pool at the last token."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base.config, "rlhf_score_pooling", "last")
+
+
+def set_score_pooling(model: Any, pooling: str) -> None:
+    if pooling not in SCORE_POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(SCORE_POOLINGS)}, got {pooling!r}")
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.rlhf_score_pooling = pooling
+
+
+def sequence_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    prompt_lens: torch.Tensor | None = None) -> torch.Tensor:
+    """Reward of each right-padded prompt+response -> [B]: the head at the last real token
+    ("last"), or its mean over the response tokens, EOS included ("mean"; needs each row's
+    prompt length [B])."""
     scores = token_scores(model, input_ids, attention_mask)  # [B, L]
-    return scores.gather(-1, last_token_index(attention_mask)[:, None]).squeeze(-1)
+    if score_pooling(model) == "last":
+        return scores.gather(-1, last_token_index(attention_mask)[:, None]).squeeze(-1)
+    if prompt_lens is None:
+        raise ValueError("a reward model that pools over the response needs each row's prompt length")
+    positions = torch.arange(input_ids.size(1), device=input_ids.device)
+    response = (attention_mask.bool() & (positions[None, :] >= prompt_lens.to(input_ids.device)[:, None])).float()
+    return (scores * response).sum(-1) / response.sum(-1).clamp(min=1.0)
 
 
 class PolicyWithValue(nn.Module):
@@ -290,9 +316,10 @@ def score_texts(reward: RewardModel, prompts: list[Any], responses: list[str], *
     device = next(reward.model.parameters()).device
     out = []
     for start in range(0, len(prompts), batch_size):
-        rows = [encode_pair_side(tok, p, r, max_length, wrap_plain).input_ids
-                for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size], strict=True)]
-        ids, mask = right_pad(rows, tok.pad_token_id)
-        out.append(sequence_scores(reward.model, ids.to(device), mask.to(device)).float().cpu())
+        encoded = [encode_pair_side(tok, p, r, max_length, wrap_plain)
+                   for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size], strict=True)]
+        ids, mask = right_pad([e.input_ids for e in encoded], tok.pad_token_id)
+        prompt_lens = torch.tensor([e.prompt_len for e in encoded], device=device)
+        out.append(sequence_scores(reward.model, ids.to(device), mask.to(device), prompt_lens).float().cpu())
     scores = torch.cat(out) if out else torch.zeros(0)
     return (scores - reward.mean) / reward.std if normalize else scores

@@ -15,7 +15,7 @@ from rlhf.checkpoints import check_new_output, data_summary
 from rlhf.data import EncodedPair, collate_pairs, consensus_pairs, encode_pairs, split_eval
 from rlhf.distributed import World, single
 from rlhf.losses import pairwise_loss
-from rlhf.models import REWARD_STATS_FILE, autocast, sequence_scores
+from rlhf.models import REWARD_STATS_FILE, autocast, sequence_scores, set_score_pooling
 from rlhf.stage import cancelled_result, stage_save, stage_start
 from rlhf.training import OnStep, ShouldStop, StageResult, TrainConfig, final_metrics, supervised_loop
 
@@ -39,6 +39,7 @@ class RewardConfig(TrainConfig):
     hinge_margin: float = 1.0  # margin m of the hinge loss when a pair has none
     center_coef: float = 0.0  # 0.01 keeps scores centred at 0 (optional per the checklist)
     eval_batch_size: int = 16  # pairs per forward pass during evaluation
+    pooling: str = "last"  # one score from the per-token head: "last" (at the EOS, as TRL) or "mean" over the response
 
 
 class SequenceScorer(nn.Module):
@@ -49,8 +50,9 @@ class SequenceScorer(nn.Module):
         super().__init__()
         self.scored = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return sequence_scores(self.scored, input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                prompt_lens: torch.Tensor | None = None) -> torch.Tensor:
+        return sequence_scores(self.scored, input_ids, attention_mask, prompt_lens)
 
 
 def as_scorer(model: Any) -> Any:
@@ -60,7 +62,8 @@ def as_scorer(model: Any) -> Any:
 
 def pair_scores(scorer: Any, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen [B], rejected [B]) scores of a collated pair batch; scorer(ids, mask) -> [2B]."""
-    scores = as_scorer(scorer)(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    scores = as_scorer(scorer)(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                               batch["prompt_lens"].to(device))
     half = scores.size(0) // 2
     return scores[:half], scores[half:]
 
@@ -130,6 +133,7 @@ def train_reward_model(config: RewardConfig, pairs: list[dict], base: str | Path
     check_new_output(out_dir)
     stage = stage_start(config, base, head="score")
     model, tokenizer, device = stage.model, stage.tokenizer, stage.device
+    set_score_pooling(model, config.pooling)
     train_records, held_out = (pairs, eval_pairs) if eval_pairs is not None else split_eval(
         pairs, config.eval_fraction, config.seed)
     train, dropped = encode_pairs(tokenizer, train_records, config.max_length, config.wrap_plain_prompts)

@@ -94,6 +94,7 @@ RULES: dict[str, Rule] = {
     "hinge_margin": Rule(0, 1e6),
     "center_coef": Rule(0, 100),
     "RewardConfig.loss": Rule(choices=("bradley_terry", "hinge")),
+    "RewardConfig.pooling": Rule(choices=("last", "mean")),
     "DPOConfig.loss": Rule(choices=("sigmoid", "ipo")),
     "r": Rule(1, 4096),
     "alpha": Rule(0, 1e6, low_open=True),

@@ -6,13 +6,17 @@ choices[].token_ids, logprobs, finish_reason and usage are the engine's.
 
 A stream is passed on line by line as the engine sends it. When the client goes away, the WSGI
 server closes the response's iterator, which closes the upstream connection; vLLM aborts a
-request whose client disconnected, so the decode stops there too."""
+request whose client disconnected, so the decode stops there too. A non-streaming answer comes
+only when the engine is done, so while it waits the proxy watches the client's socket (gunicorn
+puts it in the WSGI environ): a client that hangs up closes the upstream connection the same way."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import logging
+import select
+import socket
 from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -31,7 +35,36 @@ def engine_url() -> str:
     return (getattr(settings, "RLHF_SERVING_ENGINE_URL", "") or "").rstrip("/")
 
 
-def _connect(route: EngineRoute, endpoint: str, body: dict) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+class ClientGone(Exception):
+    """The client hung up before the engine answered; the engine's request was closed (aborted)."""
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """True when the peer closed (or reset) its side: the socket reads EOF. A client waiting for
+    its answer sends nothing, so any bytes waiting (a pipelined request) mean it is still there."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+
+
+def _await_answer(conn: http.client.HTTPConnection, client: socket.socket | None) -> None:
+    """Block until the engine starts answering; meanwhile a client that hangs up raises ClientGone
+    (the caller closes the engine connection, which aborts the engine's request)."""
+    if client is None or conn.sock is None:
+        return
+    while True:
+        ready, _, _ = select.select([conn.sock, client], [], [], 1.0)
+        if conn.sock in ready:
+            return
+        if client in ready and client_gone(client):
+            raise ClientGone
+
+
+def _connect(route: EngineRoute, endpoint: str, body: dict, client: socket.socket | None = None
+             ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     url = urlsplit(route.openai_url)
     cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
     conn = cls(url.hostname, url.port, timeout=TIMEOUT_SECONDS)
@@ -42,6 +75,8 @@ def _connect(route: EngineRoute, endpoint: str, body: dict) -> tuple[http.client
     payload = json.dumps({**body, "model": route.upstream_model}).encode()
     try:
         conn.request("POST", f"{url.path.rstrip('/')}/{endpoint}", payload, headers)
+        if not body.get("stream"):  # a stream's client going away is seen by the relay instead
+            _await_answer(conn, client)
         return conn, conn.getresponse()
     except BaseException:
         conn.close()
@@ -49,26 +84,32 @@ def _connect(route: EngineRoute, endpoint: str, body: dict) -> tuple[http.client
 
 
 def proxy_forward(*, endpoint: str, body: dict, route_for: Callable[[], EngineRoute],
-                  greedy_copies: int = 1) -> HttpResponse:
+                  greedy_copies: int = 1, client: socket.socket | None = None) -> HttpResponse:
     """POST body to the routed engine's /v1/{endpoint}. A refused connection (an engine that was
     just stopped after draining) is routed again once: the table then names its replacement.
 
     greedy_copies: n of a greedy request. vLLM refuses n > 1 at temperature 0 ("n must be 1 when
     using greedy sampling"); OpenAI and our fallback answer n identical completions, so the engine
-    is asked once per prompt and each choice is repeated here."""
+    is asked once per prompt and each choice is repeated here.
+
+    client: the client's socket, watched while a non-streaming answer is awaited (see above)."""
     if greedy_copies > 1:
         body = {**body, "n": 1}
     route = route_for()
     try:
-        conn, upstream = _connect(route, endpoint, body)
-    except ConnectionRefusedError:
-        route = route_for()
         try:
-            conn, upstream = _connect(route, endpoint, body)
+            conn, upstream = _connect(route, endpoint, body, client)
+        except ConnectionRefusedError:
+            route = route_for()
+            try:
+                conn, upstream = _connect(route, endpoint, body, client)
+            except OSError as exc:
+                raise _unreachable(route, exc) from None
         except OSError as exc:
             raise _unreachable(route, exc) from None
-    except OSError as exc:
-        raise _unreachable(route, exc) from None
+    except ClientGone:
+        log.info("client hung up before %s answered: its request was aborted", route.openai_url)
+        return HttpResponse(status=499)  # nginx's "client closed request"; nobody reads it
     if upstream.status >= 400:
         try:
             raise _engine_error(upstream.status, upstream.read())

@@ -100,7 +100,8 @@ def _complete(request: HttpRequest, *, chat: bool) -> HttpResponse:
     if forwarded:
         return proxy_forward(endpoint="chat/completions" if chat else "completions", body=body,
                              route_for=lambda: engine_route(served),
-                             greedy_copies=params.n if params.strategy == "greedy" else 1)
+                             greedy_copies=params.n if params.strategy == "greedy" else 1,
+                             client=request.META.get("gunicorn.socket"))
     loaded = loaded_model_get(served)
     config = params.sampling_config(loaded.max_new_tokens(params))
     answer = _Answer(served, chat, _prompt_extras(params, loaded), params.return_token_ids)

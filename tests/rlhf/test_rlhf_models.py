@@ -20,7 +20,9 @@ from rlhf.models import (
     last_token_index,
     load_policy,
     load_reward_model,
+    score_pooling,
     sequence_scores,
+    set_score_pooling,
     token_scores,
 )
 
@@ -77,6 +79,31 @@ def test_score_is_taken_at_the_last_real_token(tmp_path):
     # Extra right padding does not change a score.
     alone = sequence_scores(rm.model, ids[:1, :4], mask[:1, :4])
     assert alone.item() == pytest.approx(scores[0].item(), abs=1e-5)
+
+
+def test_a_mean_pooled_score_is_the_heads_mean_over_the_response(tmp_path):
+    rm = load_reward_model(save_tiny_base(tmp_path / "base"))
+    assert score_pooling(rm.model) == "last"  # what a model saved without the setting does
+    set_score_pooling(rm.model, "mean")
+    tok = rm.tokenizer
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    ids = torch.tensor([[5, 6, 7, eos, pad, pad], [5, 6, 7, 8, 9, eos]])
+    mask = (ids != pad).long()
+    prompt_lens = torch.tensor([2, 3])
+    per_token = token_scores(rm.model, ids, mask)
+    scores = sequence_scores(rm.model, ids, mask, prompt_lens)
+    assert scores[0].item() == pytest.approx(per_token[0, 2:4].mean().item(), abs=1e-6)
+    assert scores[1].item() == pytest.approx(per_token[1, 3:6].mean().item(), abs=1e-6)
+    alone = sequence_scores(rm.model, ids[:1, :4], mask[:1, :4], prompt_lens[:1])
+    assert alone.item() == pytest.approx(scores[0].item(), abs=1e-5)  # padding does not count
+    with pytest.raises(ValueError, match="prompt length"):
+        sequence_scores(rm.model, ids, mask)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        set_score_pooling(rm.model, "max")
+    out = save_model_dir(rm.model, tok, tmp_path / "rm", stage="reward", config={}, metrics={}, summary={})
+    again = load_reward_model(out)
+    assert score_pooling(again.model) == "mean"
+    assert torch.allclose(sequence_scores(again.model, ids, mask, prompt_lens), scores, atol=1e-5)
 
 
 def test_policy_with_value_matches_the_plain_forward_on_response_positions():

@@ -93,9 +93,12 @@ def test_cancelled_stage_returns_early_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-def test_reward_model_learns_a_synthetic_preference(tmp_path):
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_reward_model_learns_a_synthetic_preference(tmp_path, pooling):
+    from rlhf.models import score_pooling, score_texts
+
     base = save_tiny_base(tmp_path / "base")
-    cfg = RewardConfig(learning_rate=2e-3, epochs=2, batch_size=16, **FAST)
+    cfg = RewardConfig(learning_rate=2e-3, epochs=2, batch_size=16, pooling=pooling, **FAST)
     result = train_reward_model(cfg, keyword_pairs(320, 0), base, tmp_path / "rm",
                                 eval_pairs=keyword_pairs(100, 1))
     assert result.metrics["eval_accuracy"] >= 0.9
@@ -108,6 +111,11 @@ def test_reward_model_learns_a_synthetic_preference(tmp_path):
     pair = encode_pair(rm.tokenizer, keyword_pairs(1, 7)[0], 128, True)
     c, r = pair_scores(rm.model, collate_pairs([pair], rm.tokenizer.pad_token_id), torch.device("cpu"))
     assert c.item() > r.item()
+    # The pooling is saved with the model, and scoring texts (as PPO does) pools the same way.
+    assert score_pooling(rm.model) == pooling
+    record = keyword_pairs(1, 7)[0]
+    texts = score_texts(rm, [record["prompt"]] * 2, [record["chosen"], record["rejected"]], max_length=128)
+    assert texts.tolist() == pytest.approx([c.item(), r.item()], abs=1e-5)
 
 
 def test_sft_with_lora_saves_an_adapter_or_merged_weights(tmp_path):

@@ -4,6 +4,7 @@ stand-in for vLLM here), streaming included, keeping our keys, model names and e
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -127,3 +128,16 @@ def test_a_version_the_external_engine_does_not_run_is_refused_not_answered_by_a
     alias = post(BODY, api_key).json()  # "latest": A is promoted, but the server runs B
     assert alias["system_fingerprint"] == f"model-version-{b.pk}" and alias["model"] == "latest"
     assert [sent["model"] for _, sent in engine.received] == [str(settings.ARTIFACTS_ROOT / b.path)] * 2
+
+
+def test_a_client_is_gone_when_its_socket_reads_eof_not_while_it_waits():
+    from serving.proxy import client_gone
+
+    ours, theirs = socket.socketpair()
+    assert not client_gone(ours)  # silent: waiting for its answer
+    theirs.sendall(b"GET / HTTP/1.1\r\n")
+    assert not client_gone(ours)  # a pipelined request: still there
+    ours.recv(100)
+    theirs.close()
+    assert client_gone(ours)
+    ours.close()
