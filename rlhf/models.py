@@ -146,6 +146,8 @@ def load_reward_model(path: str | Path, *, device: str | None = None, dtype: tor
     ensure_pad_token(tokenizer, model)
     stats_file = Path(path) / REWARD_STATS_FILE
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    if "pooling" in stats:  # kept beside the stats too: an adapter directory has no config.json of its own
+        set_score_pooling(model, stats["pooling"])
     model.to(resolve_device(device))
     model.train(not eval_mode)
     return RewardModel(model, tokenizer, float(stats.get("mean", 0.0)), float(stats.get("std", 1.0)))
