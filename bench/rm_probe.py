@@ -17,6 +17,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -28,7 +32,7 @@ from bench.rm_sweep import pairs_for  # noqa: E402
 WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1)
 
 
-def features(model, tokenizer, rows: list[dict], depths: list[int]) -> dict[tuple[int, int], dict[str, "torch.Tensor"]]:
+def features(model, tokenizer, rows: list[dict], depths: list[int]) -> dict[tuple[int, int], dict[str, torch.Tensor]]:
     import torch
 
     from rlhf.data import encode_pair_side
@@ -47,7 +51,7 @@ def features(model, tokenizer, rows: list[dict], depths: list[int]) -> dict[tupl
     return out
 
 
-def fit_head(diffs: "torch.Tensor", weight_decay: float) -> "torch.Tensor":
+def fit_head(diffs: torch.Tensor, weight_decay: float) -> torch.Tensor:
     """w minimising mean -log sigmoid(w . (chosen - rejected)) + wd |w|^2 (no bias: it cancels)."""
     import torch
 
