@@ -46,8 +46,9 @@ class RewardConfig(TrainConfig):
 
 
 class SequenceScorer(nn.Module):
-    """The reward model as the module an engine wraps: forward is its score at each row's last real
-    token, so DDP sees (and syncs) the pass that the loss comes from."""
+    """The reward model as the module an engine wraps: forward is each row's score (pooled as the
+    model says: over the response, or at the last real token), so DDP sees (and syncs) the pass
+    that the loss comes from."""
 
     def __init__(self, model: Any):
         super().__init__()
