@@ -100,17 +100,20 @@ def main() -> None:
     print(f"{'rule':<16}{'pairs':>6}{'held':>6}  " + "  ".join(f"{k:>14}" for k in kinds)
           + f"   (accuracy vs the rule at weight decay {'/'.join(map(str, WEIGHT_DECAYS))})")
     offset = len(train_rows)
+    index = {(t, r["text"]): j for t, row in enumerate(train_rows) for j, r in enumerate(row["responses"])}
+    scale = {}  # per feature kind: mean and std over every answer, for standardised features
+    for kind in kinds:
+        stacked = torch.stack([f[kind] for f in feats.values()])
+        scale[kind] = (stacked.mean(0), stacked.std(0) + 1e-6)
     for name in args.rules.split(","):
         rule = RULES[name]
-        index = {(t, r["text"]): j for t, row in enumerate(train_rows) for j, r in enumerate(row["responses"])}
         pairs = pairs_for(rule, train_rows, args)
         held = [(offset + h, a, b, want) for h, row in enumerate(held_rows)
                 for a, b in itertools.combinations(range(len(row["responses"])), 2)
                 if (want := preference(rule, row["responses"][a]["text"], row["responses"][b]["text"])) != 0.5]
         cells = []
         for kind in kinds:
-            stacked = torch.stack([f[kind] for f in feats.values()])
-            mu, sd = stacked.mean(0), stacked.std(0) + 1e-6
+            mu, sd = scale[kind]
 
             def f(t, j, kind=kind, mu=mu, sd=sd):
                 return (feats[(t, j)][kind] - mu) / sd

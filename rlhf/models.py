@@ -174,8 +174,13 @@ def frozen_copy(model: Any, precision: str) -> Any:
     return frozen.to(torch.bfloat16) if precision == "bf16" else frozen
 
 
+def _unwrapped(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _backbone_and_head(model: Any) -> tuple[Any, Any]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper
+    base = _unwrapped(model)
     return getattr(base, base.base_model_prefix), base.score
 
 
@@ -212,15 +217,13 @@ SCORE_POOLINGS = ("last", "mean")
 def score_pooling(model: Any) -> str:
     """How a reward model turns its per-token head into one score, as saved in its config
     (`rlhf_score_pooling`); models saved before the setting existed pool at the last token."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base.config, "rlhf_score_pooling", "last")
+    return getattr(_unwrapped(model).config, "rlhf_score_pooling", "last")
 
 
 def set_score_pooling(model: Any, pooling: str) -> None:
     if pooling not in SCORE_POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(SCORE_POOLINGS)}, got {pooling!r}")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.config.rlhf_score_pooling = pooling
+    _unwrapped(model).config.rlhf_score_pooling = pooling
 
 
 def sequence_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,

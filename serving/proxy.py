@@ -52,15 +52,23 @@ def client_gone(sock: socket.socket) -> bool:
 
 def _await_answer(conn: http.client.HTTPConnection, client: socket.socket | None) -> None:
     """Block until the engine starts answering; meanwhile a client that hangs up raises ClientGone
-    (the caller closes the engine connection, which aborts the engine's request)."""
+    (the caller closes the engine connection, which aborts the engine's request). poll, not
+    select: a busy server's descriptors may be past select's 1024. A client with bytes waiting is
+    there (a pipelined request) and is no longer watched, so its readiness cannot spin the loop."""
     if client is None or conn.sock is None:
         return
+    poller = select.poll()
+    poller.register(conn.sock, select.POLLIN)
+    poller.register(client, select.POLLIN)
+    engine_fd, client_fd = conn.sock.fileno(), client.fileno()
     while True:
-        ready, _, _ = select.select([conn.sock, client], [], [], 1.0)
-        if conn.sock in ready:
-            return
-        if client in ready and client_gone(client):
-            raise ClientGone
+        for fd, _events in poller.poll(1000):
+            if fd == engine_fd:
+                return
+            if fd == client_fd:
+                if client_gone(client):
+                    raise ClientGone
+                poller.unregister(client)
 
 
 def _connect(route: EngineRoute, endpoint: str, body: dict, client: socket.socket | None = None
@@ -101,12 +109,9 @@ def proxy_forward(*, endpoint: str, body: dict, route_for: Callable[[], EngineRo
             conn, upstream = _connect(route, endpoint, body, client)
         except ConnectionRefusedError:
             route = route_for()
-            try:
-                conn, upstream = _connect(route, endpoint, body, client)
-            except OSError as exc:
-                raise _unreachable(route, exc) from None
-        except OSError as exc:
-            raise _unreachable(route, exc) from None
+            conn, upstream = _connect(route, endpoint, body, client)
+    except OSError as exc:
+        raise _unreachable(route, exc) from None
     except ClientGone:
         log.info("client hung up before %s answered: its request was aborted", route.openai_url)
         return HttpResponse(status=499)  # nginx's "client closed request"; nobody reads it

@@ -141,3 +141,30 @@ def test_a_client_is_gone_when_its_socket_reads_eof_not_while_it_waits():
     theirs.close()
     assert client_gone(ours)
     ours.close()
+
+
+def test_awaiting_an_answer_sees_a_hang_up_and_does_not_spin_on_a_pipelining_client(monkeypatch):
+    import time
+    import types
+
+    from serving import proxy
+
+    engine_ours, engine_theirs = socket.socketpair()
+    conn = types.SimpleNamespace(sock=engine_ours)
+    client_ours, client_theirs = socket.socketpair()
+    client_theirs.close()
+    with pytest.raises(proxy.ClientGone):
+        proxy._await_answer(conn, client_ours)  # hung up: the engine's request is to be closed
+
+    client_ours, client_theirs = socket.socketpair()
+    client_theirs.sendall(b"GET /next HTTP/1.1\r\n")  # bytes waiting: the client is there
+    asked = []
+    real = proxy.client_gone
+    monkeypatch.setattr(proxy, "client_gone", lambda sock: asked.append(1) or real(sock))
+    threading.Timer(0.5, lambda: engine_theirs.sendall(b"HTTP/1.1 200 OK\r\n")).start()
+    started = time.monotonic()
+    proxy._await_answer(conn, client_ours)
+    assert time.monotonic() - started >= 0.4  # returned when the engine answered
+    assert len(asked) == 1, f"asked {len(asked)} times whether the client is gone: a busy loop"
+    for s in (engine_ours, engine_theirs, client_ours, client_theirs):
+        s.close()
