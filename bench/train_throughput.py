@@ -1,5 +1,7 @@
 """Training throughput on a real model: tokens/s of our SFT, reward-model, DPO and PPO loops, the
-same SFT/reward/DPO work through TRL's trainers for comparison, and bf16 autocast vs fp32.
+same SFT/reward/DPO work through TRL's trainers for comparison, our RL stage with RLOO advantages
+against TRL's RLOO trainer on the same rollouts (TRL removed its PPO trainer), and bf16 autocast vs
+fp32.
 
     .venv/bin/python bench/train_throughput.py                     # small defaults, a few minutes
     .venv/bin/python bench/train_throughput.py --steps 8 --batch 8 --ppo-iterations 3 --skip-trl
@@ -7,6 +9,13 @@ same SFT/reward/DPO work through TRL's trainers for comparison, and bf16 autocas
 
 Tokens/s counts the real (non-pad) tokens of the training batches over the time of the optimizer
 steps only (model loading, reference precomputation and saving are excluded, for both sides).
+
+The RL comparison ("rloo" stage) is the same work on both sides: --rollouts responses per
+iteration (--group per prompt), at most --new-tokens each, sampled at temperature 0.7 (TRL's
+generation cut to plain sampling: top-k off), scored by the same reward model through our
+`score_texts`, LoRA r16 on all linear layers with the adapter-off base as the reference, then
+--ppo-epochs passes of minibatches of half the rollouts. The first iteration is warm-up and dropped
+on both sides; the figure is the median seconds per iteration.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -136,6 +146,81 @@ def ppo(model: str, args, out: Path) -> dict:
     return {"iterations": [{k: round(h[k], 2) for k in keys} for h in res.history]}
 
 
+def rloo_config(args, **extra):
+    from rlhf.ppo import PPOConfig
+
+    return PPOConfig(iterations=args.ppo_iterations, rollout_batch_size=args.rollouts, mini_batch_size=args.rollouts // 2,
+                     ppo_epochs=args.ppo_epochs, precision=args.precision, save_every=0, advantage="rloo",
+                     samples_per_prompt=args.group, learning_rate=1e-5,
+                     sampling={"strategy": "multinomial", "temperature": 0.7, "max_new_tokens": args.new_tokens},
+                     **extra)
+
+
+def ours_rloo(model: str, args, out: Path) -> dict:
+    from rlhf.ppo import train_ppo
+
+    prompts = [{"prompt": f"Write one sentence about {t}."} for t in TOPICS]
+    res = train_ppo(rloo_config(args), prompts, model, model, out / "rloo")
+    times = [h["iteration_time_s"] for h in res.history][1:]
+    tokens = sum(h["response_tokens"] for h in res.history[1:])
+    return {"iteration_s": [round(t, 2) for t in times], "median_s": statistics.median(times),
+            "response_tokens_per_s": tokens / sum(times)}
+
+
+def trl_rloo(model_dir: str, args, out: Path) -> dict:
+    """TRL's RLOOTrainer on the work of ours_rloo: per generation, rollouts responses (group per
+    prompt), then ppo_epochs x 2 optimizer steps of rollouts / 2 (num_iterations x
+    steps_per_generation); the reward is our reward model through score_texts."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import RLOOConfig, RLOOTrainer
+
+    from rlhf.models import load_reward_model, load_tokenizer, score_texts
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+
+    tok = load_tokenizer(model_dir)
+    rm = load_reward_model(model_dir, device="cpu", dtype=torch.bfloat16 if args.precision == "bf16" else None)
+    tokens: list[int] = []
+
+    def reward(prompts, completions, completion_ids, **_) -> list[float]:
+        tokens.append(sum(len(c) for c in completion_ids))
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        plain = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            return score_texts(rm, plain, texts, max_length=512, batch_size=len(texts)).tolist()
+
+    steps_per_gen = 2
+    per_iter = args.ppo_epochs * steps_per_gen
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Write one sentence about {t}."}]}
+                              for t in TOPICS] * 8)
+    cfg = RLOOConfig(output_dir=str(out / "trl-rloo"), per_device_train_batch_size=args.rollouts // steps_per_gen,
+                     steps_per_generation=steps_per_gen, num_iterations=args.ppo_epochs,
+                     num_generations=args.group, max_completion_length=args.new_tokens, temperature=0.7,
+                     top_k=0, top_p=1.0, beta=0.05, learning_rate=1e-5, max_steps=args.ppo_iterations * per_iter,
+                     bf16=args.precision == "bf16", use_cpu=True, report_to="none", logging_steps=1000,
+                     save_strategy="no", dataloader_num_workers=0, disable_dropout=True)
+    trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=reward, args=cfg,
+                          train_dataset=data, processing_class=tok, callbacks=[StepTimer()],
+                          peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
+    timer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StepTimer))
+    trainer.train()
+    iters = [sum(timer.times[i:i + per_iter]) for i in range(0, len(timer.times), per_iter)][1:]
+    return {"iteration_s": [round(t, 2) for t in iters], "median_s": statistics.median(iters),
+            "response_tokens_per_s": sum(tokens[1:]) / sum(iters)}
+
+
 def distributed(model: str, demos: list[dict], args, out: Path) -> dict:
     """SFT with the same global batch on 1 process (the plain path) and on N (DDP on CPU with gloo,
     `accelerate launch` with the shipped ddp_cpu config), one torch thread per process. The first step
@@ -186,7 +271,8 @@ def main() -> None:
     ap.add_argument("--ppo-epochs", type=int, default=4)
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--stages", default="sft,reward,dpo,ppo,precision")
+    ap.add_argument("--group", type=int, default=4, help="rloo: responses per prompt")
+    ap.add_argument("--stages", default="sft,reward,dpo,ppo,rloo,precision")
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--processes", type=int, nargs="+", help="only measure SFT on these process counts (1 2)")
     ap.add_argument("--lora", type=int, default=0, help="with --processes: train a LoRA adapter of this rank")
@@ -230,6 +316,17 @@ def main() -> None:
                       f" + score {it['time_score_s']:.1f}s + logprobs/values {it['time_forward_s']:.1f}s"
                       f" + update {it['time_update_s']:.1f}s; {it['response_tokens']} response tokens,"
                       f" {it['tokens_per_s']:.1f} tok/s", flush=True)
+        if "rloo" in stages:
+            mine = ours_rloo(args.model, args, out)
+            results["rloo"] = {"ours": mine}
+            line = (f"rloo    ours {mine['median_s']:.1f} s/iteration ({mine['response_tokens_per_s']:.1f} response tok/s,"
+                    f" {mine['iteration_s']})")
+            if not args.skip_trl:
+                theirs = trl_rloo(args.model, args, out)
+                results["rloo"]["trl"] = theirs
+                line += (f" | TRL RLOO {theirs['median_s']:.1f} s/iteration ({theirs['iteration_s']})"
+                         f" | ours/TRL rate {theirs['median_s'] / mine['median_s']:.2f}x")
+            print(line, flush=True)
         if "precision" in stages:
             fp32 = ours("sft", args.model, demos, pairs, args, out, "fp32")
             bf16 = results.get("sft", {}).get("ours") if args.precision == "bf16" else None

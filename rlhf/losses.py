@@ -176,6 +176,17 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
+def leave_one_out_advantages(returns: torch.Tensor, group: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): each response's sequence
+    return minus the mean return of the other responses to the same prompt. Rows come in groups of
+    `group` consecutive responses to one prompt. returns: [B] -> [B], B a multiple of group >= 2."""
+    if group < 2 or returns.numel() % group:
+        raise ValueError(f"{returns.numel()} returns do not split into groups of {group} (>= 2) responses")
+    r = returns.view(-1, group)
+    baseline = (r.sum(-1, keepdim=True) - r) / (group - 1)
+    return (r - baseline).reshape(-1)
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of each position's distribution. [B, T, V] -> [B, T]."""
     logp = logits.float().log_softmax(-1)

@@ -72,7 +72,7 @@ class PPOConfig(OptimConfig):
     # reference is the base with the adapter off, no copy), full weights on a GPU; None: full.
     lora: LoraOptions | dict | str | None = "auto"
     iterations: int = 20  # rollout + update cycles
-    rollout_batch_size: int = 8  # prompts sampled per iteration (>= 8 so whitening is stable)
+    rollout_batch_size: int = 8  # responses sampled per iteration (>= 8 so whitening is stable)
     mini_batch_size: int = 4  # rollouts per optimizer step
     ppo_epochs: int = 4  # passes over each rollout batch, reshuffled each time
     sampling: SamplingConfig | dict = field(default_factory=_rollout_sampling)  # rollout sampling
@@ -98,6 +98,14 @@ class PPOConfig(OptimConfig):
     # scores cut rollouts in distribution. Set it when rollouts are long enough to end.
     missing_eos_penalty: float | None = None
     critic: str = "head"  # head: value head on the policy | reward_model: separate critic from the RM
+    # How each response's advantage is estimated. "gae": from a learnt value (the critic above), per
+    # token, as InstructGPT and N+ do. "rloo": REINFORCE leave-one-out, as TRL's RLOO trainer does:
+    # samples_per_prompt responses to each prompt, each one's baseline the mean return of the others,
+    # and no critic to learn (a critic learnt from scratch in a few hundred samples is mostly noise).
+    advantage: str = "gae"
+    # Responses sampled for each prompt of an iteration (rollout_batch_size counts responses, so an
+    # iteration covers rollout_batch_size / samples_per_prompt prompts). RLOO needs at least 2.
+    samples_per_prompt: int = 1
     save_every: int = 5  # iterations between resumable states (0: only on cancel)
     sample_responses: int = 2  # responses logged in each step's metrics
     kl_alarm: float = 20.0  # alarm when mean sequence KL exceeds this many nats
@@ -120,6 +128,15 @@ class PPOConfig(OptimConfig):
         self.sampling_config()
         if self.critic not in ("head", "reward_model"):
             raise ValueError(f"critic must be 'head' or 'reward_model', got {self.critic!r}")
+        if self.advantage not in ("gae", "rloo"):
+            raise ValueError(f"advantage must be 'gae' or 'rloo', got {self.advantage!r}")
+        if self.rollout_batch_size % self.samples_per_prompt:
+            raise ValueError(f"rollout_batch_size {self.rollout_batch_size} is not a multiple of "
+                             f"samples_per_prompt {self.samples_per_prompt}")
+        if self.advantage == "rloo" and self.samples_per_prompt < 2:
+            raise ValueError("advantage 'rloo' compares the responses to one prompt: samples_per_prompt must be >= 2")
+        if self.advantage == "rloo" and self.critic != "head":
+            raise ValueError("advantage 'rloo' learns no critic: leave critic at 'head'")
         if isinstance(self.lora, str) and self.lora != "auto":
             raise ValueError(f"lora must be options, null or 'auto', got {self.lora!r}")
         return self
@@ -198,9 +215,10 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     if world.sharded:
         raise ValueError(f"PPO runs on one process or under DDP; {world.engine} is not supported (its rollouts "
                          "need each rank's full weights): use the ddp config, or LoRA to fit the GPU")
-    if config.rollout_batch_size < world.size:
-        raise ValueError(f"rollout_batch_size {config.rollout_batch_size} is smaller than the {world.size} "
-                         "processes: every rank needs at least one rollout")
+    group = config.samples_per_prompt
+    if config.rollout_batch_size // group < world.size:
+        raise ValueError(f"rollout_batch_size {config.rollout_batch_size} covers {config.rollout_batch_size // group} "
+                         f"prompt(s), fewer than the {world.size} processes: every rank needs at least one prompt")
     device = world.device
     model, tokenizer = load_policy(policy, device=str(device))  # eval mode: dropout stays off in RL
     disable_dropout(model)
@@ -269,12 +287,13 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
             return StageResult(None, history[-1] if history else {}, history, cancelled=True)
         t0 = time.perf_counter()
         picked = []
-        for _ in range(config.rollout_batch_size):
+        for _ in range(config.rollout_batch_size // group):
             if not order:
                 order = list(range(len(prompts)))
                 data_rng.shuffle(order)
             picked.append(prompts[order.pop()])
-        mine = world.share(picked)
+        # Each prompt's responses are consecutive rows on one rank (RLOO's groups).
+        mine = [p for p in world.share(picked) for _ in range(group)]
         prompt_texts = [p["prompt"] for p in mine]
         prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
                       for p in prompt_texts]
@@ -294,7 +313,8 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
             beta = kl_ctl.coef
             add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
                            lam=config.lam, whiten_rewards=config.whiten_rewards,
-                           all_sum=world.sum if world.distributed else None)
+                           all_sum=world.sum if world.distributed else None, estimator=config.advantage,
+                           group=group)
             t_update = time.perf_counter()
             stage_begins(on_stage, "updating")
             stats = ppo_update(trained, rollout, config, sampling.temperature, params, optimizer, scheduler,

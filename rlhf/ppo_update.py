@@ -76,7 +76,9 @@ def ppo_update(trained: Any, rollout: Rollout, config: Any, temperature: float, 
             pg_loss, pg = ppo_policy_loss(logprobs, rollout.logprobs[mb], rollout.advantages[mb], mask, config.cliprange)
             vf_loss, vf = ppo_value_loss(values.float(), rollout.values[mb], rollout.returns[mb], mask,
                                          config.cliprange_value)
-            grad_norm = optimizer_step((pg_loss + config.vf_coef * vf_loss) * weight, params, optimizer, scheduler,
+            # RLOO has no critic: its value loss is logged (against zero returns) but not trained.
+            vf_weight = 0.0 if config.advantage == "rloo" else config.vf_coef
+            grad_norm = optimizer_step((pg_loss + vf_weight * vf_loss) * weight, params, optimizer, scheduler,
                                        config.max_grad_norm, world)
             with torch.no_grad():
                 entropy = masked_mean(entropy_from_logits(logits.detach() / temperature), mask).item()

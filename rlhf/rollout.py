@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from rlhf.callbacks import OnStage, ShouldStop, stage_begins
-from rlhf.losses import gae, kl_penalty, masked_whiten, per_token_rewards
+from rlhf.losses import gae, kl_penalty, leave_one_out_advantages, masked_whiten, per_token_rewards
 from rlhf.models import (
     RewardModel,
     response_logprobs,
@@ -108,7 +108,9 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
         # The sampler's log-probs are the old log-probs (it sampled from this very policy at this
         # temperature, unfiltered): no second policy pass over the vocabulary. The update checks
         # them against a recomputation on its first minibatch ("logprob_gap").
-        values = values_only(actor, critic, ids, mask, T)
+        # RLOO needs no values: its baseline is the other responses to the same prompt.
+        values = (torch.zeros(mask.size(0), T, device=ids.device) if config.advantage == "rloo"
+                  else values_only(actor, critic, ids, mask, T))
         ref_logits = reference(ids, mask, T)
     ref_logprobs = response_logprobs(ref_logits, batch.response_ids, sampling.temperature)
     rmask = batch.response_mask
@@ -119,17 +121,28 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
 
 
 def add_advantages(rollout: Rollout, *, kl_coef: float, kl_estimator: str, gamma: float, lam: float,
-                   whiten_rewards: bool, all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Rollout:
-    """Per-token rewards (-beta * KL, score on the last token), then GAE and whitened advantages.
-    With `all_sum` (several processes) whitening uses the statistics of every rank's rollouts."""
+                   whiten_rewards: bool, all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   estimator: str = "gae", group: int = 1) -> Rollout:
+    """Per-token rewards (-beta * KL, score on the last token), then advantages, whitened.
+
+    "gae": generalised advantage estimation on the critic's values. "rloo": each response's return
+    (its score minus beta times its summed KL) minus the mean return of the other `group - 1`
+    responses to its prompt (consecutive rows), on every token of the response; the returns are
+    the values (no value loss). With `all_sum` (several processes) whitening uses the statistics of
+    every rank's rollouts; RLOO's groups never straddle ranks."""
     mask = rollout.response_mask
     kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, kl_estimator) * mask
     rewards = per_token_rewards(rollout.scores, kl, mask, kl_coef)
-    rows = mask.size(0) if all_sum is None else int(all_sum(torch.tensor(float(mask.size(0)))))
-    # Scale-only whitening needs enough samples for a stable std (the checklist says >= 8).
-    if whiten_rewards and rows >= 8:
-        rewards = masked_whiten(rewards, mask, shift_mean=False, all_sum=all_sum)
-    advantages, returns = gae(rewards, rollout.values, mask, gamma, lam)
+    if estimator == "rloo":
+        seq = leave_one_out_advantages(rewards.sum(-1), group)
+        advantages = seq[:, None].to(rewards.dtype) * mask
+        returns = rollout.values
+    else:
+        rows = mask.size(0) if all_sum is None else int(all_sum(torch.tensor(float(mask.size(0)))))
+        # Scale-only whitening needs enough samples for a stable std (the checklist says >= 8).
+        if whiten_rewards and rows >= 8:
+            rewards = masked_whiten(rewards, mask, shift_mean=False, all_sum=all_sum)
+        advantages, returns = gae(rewards, rollout.values, mask, gamma, lam)
     rollout.advantages = masked_whiten(advantages, mask, all_sum=all_sum)
     rollout.returns = returns
     rollout.kl = kl

@@ -83,6 +83,8 @@ RULES: dict[str, Rule] = {
     "vf_coef": Rule(0, 100),
     "missing_eos_penalty": Rule(-1e6, 1e6, optional=True),
     "critic": Rule(choices=("head", "reward_model")),
+    "advantage": Rule(choices=("gae", "rloo")),
+    "samples_per_prompt": Rule(1, 1024),
     "sample_responses": Rule(0, 64),
     "kl_alarm": Rule(0, 1e6, low_open=True),
     "temperature": Rule(0, 100, low_open=True),

@@ -12,6 +12,7 @@ from rlhf.losses import (
     entropy_from_logits,
     gae,
     kl_penalty,
+    leave_one_out_advantages,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -108,6 +109,16 @@ def test_gae_matches_plain_loop_with_ragged_lengths():
         assert adv[b, :n].tolist() == pytest.approx(expected, abs=1e-5)
         assert adv[b, n:].abs().sum() == 0 and ret[b, n:].abs().sum() == 0
         assert ret[b, :n].tolist() == pytest.approx((adv[b, :n] + values[b, :n]).tolist(), abs=1e-5)
+
+
+def test_leave_one_out_advantages_by_hand():
+    # Two prompts, three responses each: the baseline is the mean of the other two.
+    out = leave_one_out_advantages(torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 10.0]), group=3)
+    close(out, [1 - 2.5, 2 - 2.0, 3 - 1.5, 0.0, 0.0, 0.0])
+    close(leave_one_out_advantages(torch.tensor([4.0, 0.0]), group=2), [4.0, -4.0])
+    for returns, group in ((torch.ones(5), 2), (torch.ones(4), 1)):
+        with pytest.raises(ValueError, match="groups of"):
+            leave_one_out_advantages(returns, group)
 
 
 def test_ppo_policy_loss_clips_by_hand():

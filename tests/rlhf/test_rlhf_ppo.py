@@ -98,6 +98,51 @@ def test_ppo_raises_a_verifiable_reward_with_bounded_kl(sft_policy, tmp_path):
     assert tok.pad_token_id != tok.eos_token_id
 
 
+@pytest.mark.slow
+def test_rloo_raises_a_verifiable_reward_without_a_critic(sft_policy, tmp_path):
+    seen = []
+    cfg = ppo_config(advantage="rloo", samples_per_prompt=4)
+    result = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "rloo", scorer=YES, on_step=seen.append)
+    scores = [m["score"] for m in result.history]
+    assert sum(scores[-5:]) / 5 >= sum(scores[:3]) / 3 + 0.25, scores
+    assert max(m["kl"] for m in result.history) < 10
+    # 32 responses an iteration are 8 prompts x 4: each prompt's samples are logged together.
+    assert all(m["batch_size"] == 32 and m["value_mean"] == 0.0 for m in seen)
+    shown = [s["prompt"] for s in seen[0]["samples"]]
+    assert len(shown) == 2 and shown[0] == shown[1]
+
+
+def test_rloo_advantages_compare_the_responses_to_one_prompt():
+    from rlhf.rollout import Rollout, add_advantages
+
+    B, T = 4, 3
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    logprobs = torch.zeros(B, T)
+    rollout = Rollout(torch.zeros(B, 5, dtype=torch.long), torch.ones(B, 5), torch.zeros(B, T, dtype=torch.long),
+                      mask, logprobs, logprobs.clone(), torch.zeros(B, T), torch.tensor([1.0, 0.0, 5.0, 5.0]),
+                      torch.zeros(B), ["a"] * B, torch.ones(B, dtype=torch.bool), 0.0, {})
+    add_advantages(rollout, kl_coef=0.1, kl_estimator="k1", gamma=1.0, lam=0.95, whiten_rewards=True,
+                   estimator="rloo", group=2)
+    adv = rollout.advantages
+    # One advantage on every token of a response; the better answer to prompt 1 is above its
+    # sibling, prompt 2's equal answers are level (the same value after whitening).
+    for i in range(B):
+        assert torch.unique(adv[i][mask[i].bool()]).numel() == 1
+    assert adv[0, 0] > 0 > adv[1, 0] and adv[2, 0] == pytest.approx(adv[3, 0].item())
+    assert torch.equal(rollout.returns, torch.zeros(B, T)) and (adv[~mask.bool()] == 0).all()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"advantage": "rloo"}, "samples_per_prompt must be >= 2"),
+    ({"advantage": "rloo", "samples_per_prompt": 3}, "not a multiple of samples_per_prompt"),
+    ({"advantage": "rloo", "samples_per_prompt": 2, "critic": "reward_model"}, "learns no critic"),
+    ({"advantage": "vtrace"}, "advantage must be"),
+])
+def test_ppo_refuses_advantage_settings_that_cannot_work(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        ppo_config(rollout_batch_size=8, **overrides).validate()
+
+
 def test_ppo_resumes_exactly_where_it_stopped(sft_policy, tmp_path):
     cfg = ppo_config(iterations=4, rollout_batch_size=8, mini_batch_size=4, save_every=0)
     straight = train_ppo(cfg, prompts(), sft_policy, None, tmp_path / "straight", scorer=YES)
