@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from rlhf.models import (
 )
 from rlhf.ppo_update import ActorCritic, iteration_metrics, iteration_seed, ppo_update
 from rlhf.rollout import add_advantages, collect_rollout
+from rlhf.rollout_engine import EngineRollouts, engine_options_error
 from rlhf.sampling import SamplingConfig, make_generator
 from rlhf.scorers import Scorer, get_scorer
 from rlhf.stage import disable_dropout
@@ -106,6 +108,14 @@ class PPOConfig(OptimConfig):
     # Responses sampled for each prompt of an iteration (rollout_batch_size counts responses, so an
     # iteration covers rollout_batch_size / samples_per_prompt prompts). RLOO needs at least 2.
     samples_per_prompt: int = 1
+    # Where rollouts are sampled. "local": the in-process sampler on the training weights (the
+    # default: on a small CPU box a vLLM server beside the trainer competes for the same cores).
+    # "vllm": a vLLM server samples from the LoRA adapter being trained, synced every iteration,
+    # and the trainer recomputes the log-probs (rlhf/rollout_engine.py). Needs LoRA; one process
+    # unless rollout_engine_url names a server every rank reaches.
+    rollout_engine: str = "local"
+    rollout_engine_url: str | None = None  # a running vLLM server (http://host:port); None: start one
+    rollout_engine_options: dict = field(default_factory=dict)  # EngineConfig fields of a started one
     save_every: int = 5  # iterations between resumable states (0: only on cancel)
     sample_responses: int = 2  # responses logged in each step's metrics
     kl_alarm: float = 20.0  # alarm when mean sequence KL exceeds this many nats
@@ -135,6 +145,14 @@ class PPOConfig(OptimConfig):
                              f"samples_per_prompt {self.samples_per_prompt}")
         if self.advantage == "rloo" and self.samples_per_prompt < 2:
             raise ValueError("advantage 'rloo' compares the responses to one prompt: samples_per_prompt must be >= 2")
+        if self.rollout_engine not in ("local", "vllm"):
+            raise ValueError(f"rollout_engine must be 'local' or 'vllm', got {self.rollout_engine!r}")
+        if self.rollout_engine_url is not None and not str(self.rollout_engine_url).startswith(("http://", "https://")):
+            raise ValueError(f"rollout_engine_url must be an http(s) URL, got {self.rollout_engine_url!r}")
+        if not isinstance(self.rollout_engine_options, dict):
+            raise ValueError("rollout_engine_options must be an object of engine settings")
+        if error := engine_options_error(self.rollout_engine_options):
+            raise ValueError(error)
         if self.advantage == "rloo" and self.critic != "head":
             raise ValueError("advantage 'rloo' learns no critic: leave critic at 'head'")
         if isinstance(self.lora, str) and self.lora != "auto":
@@ -235,6 +253,11 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
         critic = disable_dropout(critic_from_reward_model(rm))
         if lora is not None:
             critic = apply_lora(critic, lora, task="seq_cls")
+    if config.rollout_engine == "vllm" and lora is None:
+        raise ValueError("rollouts on vLLM sync the policy as a LoRA adapter each iteration: set lora "
+                         "(full-weight syncing is not supported)")
+    if config.rollout_engine == "vllm" and world.distributed and not config.rollout_engine_url:
+        raise ValueError("with several processes, rollouts on vLLM need rollout_engine_url (one server every rank reaches)")
     reference = _reference_fn(model, lora is not None, config.precision)
     params = [p for p in actor.parameters() if p.requires_grad]
     if critic is not None:
@@ -280,74 +303,94 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     def stop() -> bool:  # the agreed answer: a collective under DDP, so only at points every rank reaches
         return world.any(should_stop is not None and should_stop())
 
-    first = history[0] if history else None
-    for iteration in range(start_iter, config.iterations):
-        if stop():
-            save_state(iteration)
-            return StageResult(None, history[-1] if history else {}, history, cancelled=True)
-        t0 = time.perf_counter()
-        picked = []
-        for _ in range(config.rollout_batch_size // group):
-            if not order:
-                order = list(range(len(prompts)))
-                data_rng.shuffle(order)
-            picked.append(prompts[order.pop()])
-        # Each prompt's responses are consecutive rows on one rank (RLOO's groups).
-        mine = [p for p in world.share(picked) for _ in range(group)]
-        prompt_texts = [p["prompt"] for p in mine]
-        prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
-                      for p in prompt_texts]
-        seed = iteration_seed(config.seed, world.rank, iteration)
-        generator = make_generator(seed, device)
-        shuffle = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
-        try:
-            stage_begins(on_stage, "generating")
-            # Alone a stop is seen at every decoded token; under DDP ranks decode different lengths,
-            # so the stop is agreed after the rollout (a cancel waits for one decode at most).
-            rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
-                                      prompts=prompt_texts, prompt_ids=prompt_ids,
-                                      references=[p.get("reference") for p in mine], sampling=sampling,
-                                      generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
-                                      config=config, autocast_ctx=ctx,
-                                      should_stop=None if world.distributed else should_stop, on_stage=on_stage)
-            beta = kl_ctl.coef
-            add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
-                           lam=config.lam, whiten_rewards=config.whiten_rewards,
-                           all_sum=world.sum if world.distributed else None, estimator=config.advantage,
-                           group=group)
-            t_update = time.perf_counter()
-            stage_begins(on_stage, "updating")
-            stats = ppo_update(trained, rollout, config, sampling.temperature, params, optimizer, scheduler,
-                               shuffle, ctx, stop if world.distributed else should_stop, world)
-        except StopRequested:
-            # Stopped inside an iteration: its half-done update is not saved; the last resumable
-            # state (at most save_every iterations back) is where a relaunch continues.
-            return StageResult(None, history[-1] if history else {}, history, cancelled=True)
-        t_end = time.perf_counter()
-        metrics = iteration_metrics(iteration, rollout, stats, beta, mine, config, scheduler, world)
-        metrics.update(rollout.timings, time_update_s=t_end - t_update, iteration_time_s=t_end - t0)
-        metrics["tokens_per_s"] = metrics["response_tokens"] / max(t_end - t0, 1e-9)
-        first = first or metrics
-        metrics["alarms"] = _alarms(metrics, first, config)
-        kl_ctl.update(metrics["kl"], config.rollout_batch_size)
-        history.append(metrics)
-        if on_step is not None:
-            on_step(dict(metrics))
-        if config.save_every and (iteration + 1) % config.save_every == 0 and iteration + 1 < config.iterations:
-            save_state(iteration + 1)
+    engine = None
+    if config.rollout_engine == "vllm":
+        stage_begins(on_stage, "starting the rollout engine")
+        # One run id for the adapter names on every rank (rank 0's).
+        run = world.gather([secrets.token_hex(4)])[0] if world.distributed else secrets.token_hex(4)
+        engine = EngineRollouts(policy, out_path(out_dir).parent, url=config.rollout_engine_url, lora_rank=lora.r,
+                                max_length=config.max_length, precision=config.precision,
+                                options=config.rollout_engine_options, run=run, is_main=world.is_main)
+    try:
+        first = history[0] if history else None
+        for iteration in range(start_iter, config.iterations):
+            if stop():
+                save_state(iteration)
+                return StageResult(None, history[-1] if history else {}, history, cancelled=True)
+            t0 = time.perf_counter()
+            picked = []
+            for _ in range(config.rollout_batch_size // group):
+                if not order:
+                    order = list(range(len(prompts)))
+                    data_rng.shuffle(order)
+                picked.append(prompts[order.pop()])
+            # Each prompt's responses are consecutive rows on one rank (RLOO's groups).
+            mine = [p for p in world.share(picked) for _ in range(group)]
+            prompt_texts = [p["prompt"] for p in mine]
+            prompt_ids = [encode_prompt(tokenizer, p, wrap_plain=config.wrap_plain_prompts)[-max_prompt:]
+                          for p in prompt_texts]
+            seed = iteration_seed(config.seed, world.rank, iteration)
+            generator = make_generator(seed, device)
+            shuffle = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,))))
+            try:
+                stage_begins(on_stage, "generating")
+                # Alone a stop is seen at every decoded token; under DDP ranks decode different lengths,
+                # so the stop is agreed after the rollout (a cancel waits for one decode at most).
+                if engine is not None:
+                    engine.sync(actor.policy, iteration)
+                    world.barrier()  # rank 0 loaded the adapter: every rank samples from it
+                rollout = collect_rollout(actor=actor, critic=critic, reference=reference, tokenizer=tokenizer,
+                                          prompts=prompt_texts, prompt_ids=prompt_ids,
+                                          references=[p.get("reference") for p in mine], sampling=sampling,
+                                          generator=generator, eos_ids=eos_ids, reward_model=rm, scorer=the_scorer,
+                                          config=config, autocast_ctx=ctx,
+                                          should_stop=None if world.distributed else should_stop, on_stage=on_stage,
+                                          engine=engine, seed=seed)
+                beta = kl_ctl.coef
+                add_advantages(rollout, kl_coef=beta, kl_estimator=config.kl_estimator, gamma=config.gamma,
+                               lam=config.lam, whiten_rewards=config.whiten_rewards,
+                               all_sum=world.sum if world.distributed else None, estimator=config.advantage,
+                               group=group)
+                t_update = time.perf_counter()
+                stage_begins(on_stage, "updating")
+                stats = ppo_update(trained, rollout, config, sampling.temperature, params, optimizer, scheduler,
+                                   shuffle, ctx, stop if world.distributed else should_stop, world)
+            except StopRequested:
+                # Stopped inside an iteration: its half-done update is not saved; the last resumable
+                # state (at most save_every iterations back) is where a relaunch continues.
+                return StageResult(None, history[-1] if history else {}, history, cancelled=True)
+            t_end = time.perf_counter()
+            metrics = iteration_metrics(iteration, rollout, stats, beta, mine, config, scheduler, world)
+            metrics.update(rollout.timings, time_update_s=t_end - t_update, iteration_time_s=t_end - t0,
+                           rollout_engine=config.rollout_engine)
+            if rollout.engine_logprob_gap is not None:
+                metrics["engine_logprob_gap"] = float(world.reduce_metrics(
+                    {"gap": rollout.engine_logprob_gap}, float(rollout.response_mask.sum()))["gap"])
+            metrics["tokens_per_s"] = metrics["response_tokens"] / max(t_end - t0, 1e-9)
+            first = first or metrics
+            metrics["alarms"] = _alarms(metrics, first, config)
+            kl_ctl.update(metrics["kl"], config.rollout_batch_size)
+            history.append(metrics)
+            if on_step is not None:
+                on_step(dict(metrics))
+            if config.save_every and (iteration + 1) % config.save_every == 0 and iteration + 1 < config.iterations:
+                save_state(iteration + 1)
 
-    final = history[-1] if history else {}
-    stage_begins(on_stage, "saving")
-    if world.is_main:
-        save_model_dir(actor.policy, tokenizer, out_path(out_dir), stage="ppo", config=config,
-                       metrics=final, base=str(policy),
-                       summary=data_summary(prompts, reward_model=str(reward_model) if reward_model else None,
-                                            scorer=scorer if isinstance(scorer, str | dict) else None,
-                                            samples_seen=final.get("samples_seen"), **world.describe()),
-                       extra_json={"history.json": history},
-                       merge_lora=lora.merge if lora else True)
-    world.barrier()
-    return StageResult(str(out_dir), final, history)
+        final = history[-1] if history else {}
+        stage_begins(on_stage, "saving")
+        if world.is_main:
+            save_model_dir(actor.policy, tokenizer, out_path(out_dir), stage="ppo", config=config,
+                           metrics=final, base=str(policy),
+                           summary=data_summary(prompts, reward_model=str(reward_model) if reward_model else None,
+                                                scorer=scorer if isinstance(scorer, str | dict) else None,
+                                                samples_seen=final.get("samples_seen"), **world.describe()),
+                           extra_json={"history.json": history},
+                           merge_lora=lora.merge if lora else True)
+        world.barrier()
+        return StageResult(str(out_dir), final, history)
+    finally:
+        if engine is not None:
+            engine.close()
 
 
 def _reference_fn(model: Any, with_lora: bool, precision: str) -> Any:

@@ -15,11 +15,12 @@ from rlhf.callbacks import OnStage, ShouldStop, stage_begins
 from rlhf.losses import gae, kl_penalty, leave_one_out_advantages, masked_whiten, per_token_rewards
 from rlhf.models import (
     RewardModel,
+    policy_logits_for_response,
     response_logprobs,
     score_texts,
     token_scores,
 )
-from rlhf.sampling import SamplingConfig, generate_tokens
+from rlhf.sampling import SamplingConfig, TokenBatch, generate_tokens
 from rlhf.scorers import Scorer
 
 
@@ -38,6 +39,7 @@ class Rollout:
     ended_with_eos: torch.Tensor  # [B] bool
     logprob_gap: float  # mean |sampling log-prob - recomputed log-prob| (set by the update): ~0
     timings: dict[str, float]
+    engine_logprob_gap: float | None = None  # rollouts on an engine: mean |engine's - trainer's log-prob|
     advantages: torch.Tensor | None = None  # [B, T] whitened
     returns: torch.Tensor | None = None  # [B, T]
     kl: torch.Tensor | None = None  # [B, T] per-token k1 KL on the sampled tokens
@@ -78,14 +80,25 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
                     sampling: SamplingConfig, generator: torch.Generator | None, eos_ids: list[int],
                     reward_model: RewardModel | None, scorer: Scorer | None, config: Any,
                     autocast_ctx: Callable[[], contextlib.AbstractContextManager],
-                    should_stop: ShouldStop | None = None, on_stage: OnStage | None = None) -> Rollout:
+                    should_stop: ShouldStop | None = None, on_stage: OnStage | None = None,
+                    engine: Any | None = None, seed: int | None = None) -> Rollout:
     """Generate, score and evaluate one batch; `reference(ids, mask, T)` gives the reference logits.
-    `should_stop` is asked at every decoded token (StopRequested)."""
+    `should_stop` is asked at every decoded token (StopRequested). With `engine` (an
+    rlhf.rollout_engine.EngineRollouts holding the current adapter) the engine samples, with `seed`,
+    and the old log-probs are recomputed here."""
     policy = actor.policy
     t0 = time.perf_counter()
-    with autocast_ctx():
-        batch = generate_tokens(policy, prompt_ids, sampling, pad_id=tokenizer.pad_token_id,
-                                eos_ids=eos_ids, generator=generator, should_stop=should_stop)
+    engine_lps = None
+    if engine is not None:
+        batch, engine_lps = engine.sample(prompt_ids, sampling, seed=seed, pad_id=tokenizer.pad_token_id,
+                                          eos_ids=eos_ids)
+        device = rollout_device(policy)
+        batch = TokenBatch(*(t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.response_ids,
+                                                    batch.response_mask, batch.logprobs, batch.ended_with_eos)))
+    else:
+        with autocast_ctx():
+            batch = generate_tokens(policy, prompt_ids, sampling, pad_id=tokenizer.pad_token_id,
+                                    eos_ids=eos_ids, generator=generator, should_stop=should_stop)
     t1 = time.perf_counter()
     lengths = batch.response_mask.sum(-1)
     texts = [tokenizer.decode(batch.response_ids[i, : int(n) - int(batch.ended_with_eos[i])].tolist(),
@@ -107,7 +120,12 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
     with autocast_ctx():
         # The sampler's log-probs are the old log-probs (it sampled from this very policy at this
         # temperature, unfiltered): no second policy pass over the vocabulary. The update checks
-        # them against a recomputation on its first minibatch ("logprob_gap").
+        # them against a recomputation on its first minibatch ("logprob_gap"). An engine's are
+        # recomputed on the trainer's weights: the ratio must start at 1 on exactly these weights.
+        if engine is not None:
+            logits = policy_logits_for_response(policy, ids, mask, T)
+            batch.logprobs = response_logprobs(logits, batch.response_ids, sampling.temperature) * batch.response_mask
+            del logits
         # RLOO needs no values: its baseline is the other responses to the same prompt.
         values = (torch.zeros(mask.size(0), T, device=ids.device) if config.advantage == "rloo"
                   else values_only(actor, critic, ids, mask, T))
@@ -115,9 +133,19 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
     ref_logprobs = response_logprobs(ref_logits, batch.response_ids, sampling.temperature)
     rmask = batch.response_mask
     t3 = time.perf_counter()
+    timings = {"time_generate_s": t1 - t0, "time_score_s": t2 - t1, "time_forward_s": t3 - t2}
+    gap = None
+    if engine_lps is not None:
+        m = rmask.cpu().float()
+        gap = float(((engine_lps - batch.logprobs.float().cpu()).abs() * m).sum() / m.sum().clamp(min=1))
+        timings.update(engine.timings)
     return Rollout(ids, mask, batch.response_ids, rmask, batch.logprobs * rmask, ref_logprobs * rmask,
                    values.float() * rmask, scores.to(ids.device), raw, texts, batch.ended_with_eos, 0.0,
-                   {"time_generate_s": t1 - t0, "time_score_s": t2 - t1, "time_forward_s": t3 - t2})
+                   timings, engine_logprob_gap=gap)
+
+
+def rollout_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
 
 
 def add_advantages(rollout: Rollout, *, kl_coef: float, kl_estimator: str, gamma: float, lam: float,

@@ -85,6 +85,7 @@ RULES: dict[str, Rule] = {
     "critic": Rule(choices=("head", "reward_model")),
     "advantage": Rule(choices=("gae", "rloo")),
     "samples_per_prompt": Rule(1, 1024),
+    "rollout_engine": Rule(choices=("local", "vllm")),
     "sample_responses": Rule(0, 64),
     "kl_alarm": Rule(0, 1e6, low_open=True),
     "temperature": Rule(0, 100, low_open=True),

@@ -137,10 +137,19 @@ def test_rloo_advantages_compare_the_responses_to_one_prompt():
     ({"advantage": "rloo", "samples_per_prompt": 3}, "not a multiple of samples_per_prompt"),
     ({"advantage": "rloo", "samples_per_prompt": 2, "critic": "reward_model"}, "learns no critic"),
     ({"advantage": "vtrace"}, "advantage must be"),
+    ({"rollout_engine": "sglang"}, "rollout_engine must be"),
+    ({"rollout_engine": "vllm", "rollout_engine_url": "file:///etc/passwd"}, "must be an http"),
+    ({"rollout_engine": "vllm", "rollout_engine_options": {"gpu_layers": 3}}, "unknown rollout_engine_options"),
 ])
 def test_ppo_refuses_advantage_settings_that_cannot_work(overrides, message):
     with pytest.raises(ValueError, match=message):
         ppo_config(rollout_batch_size=8, **overrides).validate()
+
+
+def test_rollouts_on_vllm_need_a_lora_policy(sft_policy, tmp_path):
+    with pytest.raises(ValueError, match="LoRA adapter each iteration"):
+        train_ppo(ppo_config(rollout_batch_size=8, rollout_engine="vllm", lora=None), prompts(), sft_policy, None,
+                  tmp_path / "ppo", scorer=YES)
 
 
 def test_ppo_resumes_exactly_where_it_stopped(sft_policy, tmp_path):
