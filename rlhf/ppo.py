@@ -104,16 +104,16 @@ class PPOConfig(OptimConfig):
     # token, as InstructGPT and N+ do. "rloo": REINFORCE leave-one-out, as TRL's RLOO trainer does:
     # samples_per_prompt responses to each prompt, each one's baseline the mean return of the others,
     # and no critic to learn (a critic learnt from scratch in a few hundred samples is mostly noise).
-    advantage: str = "gae"
+    advantage: str = "gae"  # gae: per-token, from the critic | rloo: the other responses to the prompt
     # Responses sampled for each prompt of an iteration (rollout_batch_size counts responses, so an
     # iteration covers rollout_batch_size / samples_per_prompt prompts). RLOO needs at least 2.
-    samples_per_prompt: int = 1
+    samples_per_prompt: int = 1  # responses per prompt in an iteration (rloo: >= 2)
     # Where rollouts are sampled. "local": the in-process sampler on the training weights (the
     # default: on a small CPU box a vLLM server beside the trainer competes for the same cores).
     # "vllm": a vLLM server samples from the LoRA adapter being trained, synced every iteration,
     # and the trainer recomputes the log-probs (rlhf/rollout_engine.py). Needs LoRA; one process
     # unless rollout_engine_url names a server every rank reaches.
-    rollout_engine: str = "local"
+    rollout_engine: str = "local"  # local: the in-process sampler | vllm: a vLLM server (LoRA only)
     rollout_engine_url: str | None = None  # a running vLLM server (http://host:port); None: start one
     rollout_engine_options: dict = field(default_factory=dict)  # EngineConfig fields of a started one
     save_every: int = 5  # iterations between resumable states (0: only on cancel)
