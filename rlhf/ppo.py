@@ -104,10 +104,12 @@ class PPOConfig(OptimConfig):
     # token, as InstructGPT and N+ do. "rloo": REINFORCE leave-one-out, as TRL's RLOO trainer does:
     # samples_per_prompt responses to each prompt, each one's baseline the mean return of the others,
     # and no critic to learn (a critic learnt from scratch in a few hundred samples is mostly noise).
-    advantage: str = "gae"  # gae: per-token, from the critic | rloo: the other responses to the prompt
+    advantage: str = "rloo"  # gae: per-token, from the critic | rloo: the other responses to the prompt
     # Responses sampled for each prompt of an iteration (rollout_batch_size counts responses, so an
     # iteration covers rollout_batch_size / samples_per_prompt prompts). RLOO needs at least 2.
-    samples_per_prompt: int = 1  # responses per prompt in an iteration (rloo: >= 2)
+    # None: 1 under gae; under rloo 4, or the largest smaller group that divides rollout_batch_size
+    # (all of them when none does).
+    samples_per_prompt: int | None = None  # responses per prompt in an iteration (rloo: >= 2; None: auto)
     # Where rollouts are sampled. "local": the in-process sampler on the training weights (the
     # default: on a small CPU box a vLLM server beside the trainer competes for the same cores).
     # "vllm": a vLLM server samples from the LoRA adapter being trained, synced every iteration,
@@ -140,11 +142,13 @@ class PPOConfig(OptimConfig):
             raise ValueError(f"critic must be 'head' or 'reward_model', got {self.critic!r}")
         if self.advantage not in ("gae", "rloo"):
             raise ValueError(f"advantage must be 'gae' or 'rloo', got {self.advantage!r}")
-        if self.rollout_batch_size % self.samples_per_prompt:
+        group = self.group_size()
+        if self.rollout_batch_size % group:
             raise ValueError(f"rollout_batch_size {self.rollout_batch_size} is not a multiple of "
-                             f"samples_per_prompt {self.samples_per_prompt}")
-        if self.advantage == "rloo" and self.samples_per_prompt < 2:
-            raise ValueError("advantage 'rloo' compares the responses to one prompt: samples_per_prompt must be >= 2")
+                             f"samples_per_prompt {group}")
+        if self.advantage == "rloo" and group < 2:
+            raise ValueError("advantage 'rloo' compares the responses to one prompt: samples_per_prompt and "
+                             "rollout_batch_size must be >= 2")
         if self.rollout_engine not in ("local", "vllm"):
             raise ValueError(f"rollout_engine must be 'local' or 'vllm', got {self.rollout_engine!r}")
         if self.rollout_engine_url is not None and not str(self.rollout_engine_url).startswith(("http://", "https://")):
@@ -154,10 +158,20 @@ class PPOConfig(OptimConfig):
         if error := engine_options_error(self.rollout_engine_options):
             raise ValueError(error)
         if self.advantage == "rloo" and self.critic != "head":
-            raise ValueError("advantage 'rloo' learns no critic: leave critic at 'head'")
+            raise ValueError("advantage 'rloo' learns no critic: set advantage to 'gae' to use critic "
+                             f"{self.critic!r}")
         if isinstance(self.lora, str) and self.lora != "auto":
             raise ValueError(f"lora must be options, null or 'auto', got {self.lora!r}")
         return self
+
+    def group_size(self) -> int:
+        """Responses per prompt in an iteration (samples_per_prompt, or its automatic value)."""
+        if self.samples_per_prompt is not None:
+            return self.samples_per_prompt
+        if self.advantage != "rloo":
+            return 1
+        n = self.rollout_batch_size
+        return next((k for k in (4, 3, 2) if n % k == 0), n)
 
     def lora_for(self, device: torch.device) -> LoraOptions | None:
         if self.lora == "auto":
@@ -233,7 +247,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
     if world.sharded:
         raise ValueError(f"PPO runs on one process or under DDP; {world.engine} is not supported (its rollouts "
                          "need each rank's full weights): use the ddp config, or LoRA to fit the GPU")
-    group = config.samples_per_prompt
+    group = config.group_size()
     if config.rollout_batch_size // group < world.size:
         raise ValueError(f"rollout_batch_size {config.rollout_batch_size} covers {config.rollout_batch_size // group} "
                          f"prompt(s), fewer than the {world.size} processes: every rank needs at least one prompt")

@@ -84,7 +84,7 @@ RULES: dict[str, Rule] = {
     "missing_eos_penalty": Rule(-1e6, 1e6, optional=True),
     "critic": Rule(choices=("head", "reward_model")),
     "advantage": Rule(choices=("gae", "rloo")),
-    "samples_per_prompt": Rule(1, 1024),
+    "samples_per_prompt": Rule(1, 1024, optional=True),
     "rollout_engine": Rule(choices=("local", "vllm")),
     "sample_responses": Rule(0, 64),
     "kl_alarm": Rule(0, 1e6, low_open=True),

@@ -160,7 +160,7 @@ def test_reward_model_saved_as_a_lora_adapter_loads_everywhere(tmp_path):
     assert again["eval_margin"] == pytest.approx(result.metrics["eval_margin"], abs=1e-4)
     # PPO (with a critic from it) and the next round's reward model both start from it.
     ppo = PPOConfig(iterations=1, rollout_batch_size=4, mini_batch_size=4, ppo_epochs=1, precision="fp32",
-                    device="cpu", critic="reward_model", sampling={"strategy": "multinomial", "max_new_tokens": 4})
+                    device="cpu", critic="reward_model", advantage="gae", sampling={"strategy": "multinomial", "max_new_tokens": 4})
     assert train_ppo(ppo, [{"prompt": "the cat"}] * 4, base, result.out_dir, tmp_path / "ppo").out_dir
     nxt = train_reward_model(RewardConfig(max_steps=1, batch_size=4, eval_fraction=0, precision="fp32",
                                           device="cpu"), keyword_pairs(8, 2), result.out_dir, tmp_path / "rm2")

@@ -82,7 +82,8 @@ YES = {"scorer": "contains", "text": "yes"}
 @pytest.mark.slow
 def test_ppo_raises_a_verifiable_reward_with_bounded_kl(sft_policy, tmp_path):
     seen = []
-    result = train_ppo(ppo_config(), prompts(), sft_policy, None, tmp_path / "ppo", scorer=YES, on_step=seen.append)
+    result = train_ppo(ppo_config(advantage="gae"), prompts(), sft_policy, None, tmp_path / "ppo", scorer=YES,
+                       on_step=seen.append)
     scores = [m["score"] for m in result.history]
     assert len(seen) == 20 and not result.cancelled
     assert sum(scores[-5:]) / 5 >= sum(scores[:3]) / 3 + 0.25, scores
@@ -133,7 +134,8 @@ def test_rloo_advantages_compare_the_responses_to_one_prompt():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"advantage": "rloo"}, "samples_per_prompt must be >= 2"),
+    ({"advantage": "rloo", "samples_per_prompt": 1}, "must be >= 2"),
+    ({"advantage": "rloo", "rollout_batch_size": 1, "mini_batch_size": 1}, "must be >= 2"),
     ({"advantage": "rloo", "samples_per_prompt": 3}, "not a multiple of samples_per_prompt"),
     ({"advantage": "rloo", "samples_per_prompt": 2, "critic": "reward_model"}, "learns no critic"),
     ({"advantage": "vtrace"}, "advantage must be"),
@@ -143,7 +145,14 @@ def test_rloo_advantages_compare_the_responses_to_one_prompt():
 ])
 def test_ppo_refuses_advantage_settings_that_cannot_work(overrides, message):
     with pytest.raises(ValueError, match=message):
-        ppo_config(rollout_batch_size=8, **overrides).validate()
+        ppo_config(**{"rollout_batch_size": 8, **overrides}).validate()
+
+
+def test_rloo_is_the_default_with_four_responses_a_prompt_when_they_fit():
+    assert PPOConfig().advantage == "rloo" and PPOConfig().group_size() == 4
+    sizes = {n: PPOConfig(rollout_batch_size=n).group_size() for n in (2, 4, 6, 8, 5, 7)}
+    assert sizes == {2: 2, 4: 4, 6: 3, 8: 4, 5: 5, 7: 7}
+    assert PPOConfig(advantage="gae").group_size() == 1 and PPOConfig(samples_per_prompt=2).group_size() == 2
 
 
 def test_rollouts_on_vllm_need_a_lora_policy(sft_policy, tmp_path):
@@ -192,7 +201,7 @@ def test_ppo_with_reward_model_and_its_critic(sft_policy, tmp_path):
     rm_dir = tmp_path / "rm"
     rm.model.save_pretrained(rm_dir)
     rm.tokenizer.save_pretrained(rm_dir)
-    cfg = ppo_config(iterations=2, rollout_batch_size=8, mini_batch_size=4, critic="reward_model")
+    cfg = ppo_config(iterations=2, rollout_batch_size=8, mini_batch_size=4, critic="reward_model", advantage="gae")
     result = train_ppo(cfg, prompts(), sft_policy, rm_dir, tmp_path / "ppo")
     assert len(result.history) == 2 and result.out_dir
     with pytest.raises(ValueError, match="exactly one"):
