@@ -104,6 +104,10 @@ class PPOConfig(OptimConfig):
     # token, as InstructGPT and N+ do. "rloo": REINFORCE leave-one-out, as TRL's RLOO trainer does:
     # samples_per_prompt responses to each prompt, each one's baseline the mean return of the others,
     # and no critic to learn (a critic learnt from scratch in a few hundred samples is mostly noise).
+    # The default, measured with bench/learning.py --stages ppo-rule (PPO rewarded by the rule, 20
+    # iterations x 8 rollouts): rule preferred the new answer short-sentences 0.81 vs GAE's 0.58,
+    # positive 0.77 vs 0.59, question 0.45 vs 0.53 (no move under either; sparse reward), at a KL
+    # of 5-6 nats (README "Learning").
     advantage: str = "rloo"  # gae: per-token, from the critic | rloo: the other responses to the prompt
     # Responses sampled for each prompt of an iteration (rollout_batch_size counts responses, so an
     # iteration covers rollout_batch_size / samples_per_prompt prompts). RLOO needs at least 2.
