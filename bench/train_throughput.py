@@ -75,12 +75,9 @@ def ours(stage: str, model: str, demos: list[dict], pairs: list[dict], args, out
             "step_s": [round(h["step_time_s"], 2) for h in steps]}
 
 
-def trl_run(stage: str, model_dir: str, demos: list[dict], pairs: list[dict], args, out: Path, tokens: int) -> dict:
-    """The same examples, batch size and steps through TRL's trainer; the timed span is the steps."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
-
-    from rlhf.models import load_tokenizer
+def step_timer():
+    """A TRL (transformers) callback that records the seconds of every optimizer step."""
+    from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
@@ -92,8 +89,18 @@ def trl_run(stage: str, model_dir: str, demos: list[dict], pairs: list[dict], ar
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self.t0)
 
+    return StepTimer()
+
+
+def trl_run(stage: str, model_dir: str, demos: list[dict], pairs: list[dict], args, out: Path, tokens: int) -> dict:
+    """The same examples, batch size and steps through TRL's trainer; the timed span is the steps."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from rlhf.models import load_tokenizer
+
     tok = load_tokenizer(model_dir)
-    timer = StepTimer()
+    timer = step_timer()
     n = args.batch * args.steps
     common = dict(output_dir=str(out / f"trl-{stage}"), per_device_train_batch_size=args.batch, max_steps=args.steps,
                   learning_rate=1e-5, bf16=args.precision == "bf16", use_cpu=True, report_to="none",
@@ -174,20 +181,10 @@ def trl_rloo(model_dir: str, args, out: Path) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers import AutoModelForCausalLM
     from trl import RLOOConfig, RLOOTrainer
 
     from rlhf.models import load_reward_model, load_tokenizer, score_texts
-
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-
-        def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
-
-        def on_step_end(self, *a, **k):
-            self.times.append(time.perf_counter() - self.t0)
 
     tok = load_tokenizer(model_dir)
     rm = load_reward_model(model_dir, device="cpu", dtype=torch.bfloat16 if args.precision == "bf16" else None)
@@ -211,10 +208,9 @@ def trl_rloo(model_dir: str, args, out: Path) -> dict:
                      bf16=args.precision == "bf16", use_cpu=True, report_to="none", logging_steps=1000,
                      save_strategy="no", dataloader_num_workers=0, disable_dropout=True)
     trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), reward_funcs=reward, args=cfg,
-                          train_dataset=data, processing_class=tok, callbacks=[StepTimer()],
+                          train_dataset=data, processing_class=tok, callbacks=[timer := step_timer()],
                           peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
-    timer = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StepTimer))
     trainer.train()
     iters = [sum(timer.times[i:i + per_iter]) for i in range(0, len(timer.times), per_iter)][1:]
     return {"iteration_s": [round(t, 2) for t in iters], "median_s": statistics.median(iters),
