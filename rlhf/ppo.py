@@ -42,6 +42,7 @@ from rlhf.models import (
     load_reward_model,
     policy_logits_for_response,
 )
+from rlhf.ppo_control import KLController, alarms_for
 from rlhf.ppo_update import ActorCritic, iteration_metrics, iteration_seed, ppo_update
 from rlhf.rollout import add_advantages, collect_rollout
 from rlhf.rollout_engine import EngineRollouts, engine_options_error
@@ -189,35 +190,6 @@ class PPOConfig(OptimConfig):
 
     def horizon(self) -> int:
         return self.kl_horizon or max(1, self.iterations * self.rollout_batch_size // 5)
-
-
-class KLController:
-    """Fixed beta, or the adaptive proportional controller of Ziegler et al. towards a KL target."""
-
-    def __init__(self, coef: float, target: float | None, horizon: int):
-        self.coef, self.target, self.horizon = coef, target, horizon
-
-    def update(self, kl: float, n_samples: int) -> None:
-        if self.target is None:
-            return
-        error = max(-0.2, min(0.2, kl / self.target - 1))
-        self.coef *= 1 + error * n_samples / self.horizon
-
-
-def _alarms(m: dict[str, Any], first: dict[str, Any] | None, config: PPOConfig) -> list[str]:
-    """Named warnings for the signs of a broken run listed in the checklist."""
-    alarms = []
-    if m["kl"] > config.kl_alarm:
-        alarms.append("kl_spike")
-    if m["ratio_max"] > 10:
-        alarms.append("ratio_explosion")
-    if first and m["response_length"] < 0.25 * first["response_length"]:
-        alarms.append("length_collapse")
-    if first and m["entropy"] < 0.1 * first["entropy"]:
-        alarms.append("entropy_collapse")
-    if m["distinct_token_ratio"] < 0.1:
-        alarms.append("repetition")
-    return alarms
 
 
 def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward_model: str | Path | None,
@@ -386,7 +358,7 @@ def train_ppo(config: PPOConfig, prompts: list[dict], policy: str | Path, reward
                     {"gap": rollout.engine_logprob_gap}, float(rollout.response_mask.sum()))["gap"])
             metrics["tokens_per_s"] = metrics["response_tokens"] / max(t_end - t0, 1e-9)
             first = first or metrics
-            metrics["alarms"] = _alarms(metrics, first, config)
+            metrics["alarms"] = alarms_for(metrics, first, config)
             kl_ctl.update(metrics["kl"], config.rollout_batch_size)
             history.append(metrics)
             if on_step is not None:
