@@ -182,7 +182,9 @@ def test_faults_lose_nothing(can_restart_services, transactional_db, tmp_path):
             outcomes["restart PostgreSQL"] = (f"annotation went on; refused meanwhile: "
                                               f"{dict(annotators.failures - failures)}")
             # 3. The worker dies mid-PPO; a job is launched while no worker runs.
-            _until(lambda: (TrainingJob.objects.get(pk=ppo.pk).progress.get("step") or 0) >= 5, 300, "PPO step 5")
+            # Alone the whole test takes ~80 s; in a full run on a slow, loaded machine (CI beside the
+            # session engine and 8 annotators) 300 s for five PPO iterations was seen to run out.
+            _until(lambda: (TrainingJob.objects.get(pk=ppo.pk).progress.get("step") or 0) >= 5, 600, "PPO step 5")
             worker.stop(sig=signal.SIGKILL)
             late = training_job_launch(project=trainer, kind="reward_model",
                                        config={"max_steps": 2, "batch_size": 2, "precision": "fp32",
