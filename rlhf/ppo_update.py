@@ -82,7 +82,9 @@ def ppo_update(trained: Any, rollout: Rollout, config: Any, temperature: float, 
                                        config.max_grad_norm, world)
             with torch.no_grad():
                 entropy = masked_mean(entropy_from_logits(logits.detach() / temperature), mask).item()
-            step = {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), "entropy": entropy, **pg, **vf}
+            step = {"policy_loss": pg_loss.item(), "entropy": entropy, **pg}
+            if vf_weight:  # RLOO's value rows would be zeros of a critic nobody trains: not logged
+                step.update(value_loss=vf_loss.item(), **vf)
             step = world.reduce_metrics(step, units)
             step["grad_norm"] = grad_norm
             for k, v in step.items():
@@ -121,7 +123,8 @@ def iteration_metrics(iteration: int, rollout: Rollout, stats: dict[str, float],
         "distinct_token_ratio": distinct / n_tokens if n_tokens else 0.0,
         "logprob_gap": float(world.reduce_metrics({"gap": rollout.logprob_gap}, float(mask.sum()))["gap"]),
         "lr": scheduler.get_last_lr()[0],
-        "value_mean": (value_sums.sum() / lengths_all.sum().clamp(min=1)).item(),
+        **({} if config.advantage == "rloo" else
+           {"value_mean": (value_sums.sum() / lengths_all.sum().clamp(min=1)).item()}),
         **stats,
         "samples": [{"prompt": p["prompt"], "response": t, "score": s}
                     for p, t, s in zip(mine, rollout.texts, rollout.raw_scores.tolist(), strict=True)

@@ -108,7 +108,8 @@ def test_rloo_raises_a_verifiable_reward_without_a_critic(sft_policy, tmp_path):
     assert sum(scores[-5:]) / 5 >= sum(scores[:3]) / 3 + 0.25, scores
     assert max(m["kl"] for m in result.history) < 10
     # 32 responses an iteration are 8 prompts x 4: each prompt's samples are logged together.
-    assert all(m["batch_size"] == 32 and m["value_mean"] == 0.0 for m in seen)
+    assert all(m["batch_size"] == 32 for m in seen)
+    assert not {"value_loss", "value_clip_frac", "value_mean"} & set(seen[0]), "no critic, no value rows"
     shown = [s["prompt"] for s in seen[0]["samples"]]
     assert len(shown) == 2 and shown[0] == shown[1]
 
