@@ -20,7 +20,7 @@ from rlhf.models import (
     score_texts,
     token_scores,
 )
-from rlhf.sampling import SamplingConfig, TokenBatch, generate_tokens
+from rlhf.sampling import SamplingConfig, TokenBatch, generate_tokens, model_device
 from rlhf.scorers import Scorer
 
 
@@ -92,7 +92,7 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
     if engine is not None:
         batch, engine_lps = engine.sample(prompt_ids, sampling, seed=seed, pad_id=tokenizer.pad_token_id,
                                           eos_ids=eos_ids)
-        device = rollout_device(policy)
+        device = model_device(policy)
         batch = TokenBatch(*(t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.response_ids,
                                                     batch.response_mask, batch.logprobs, batch.ended_with_eos)))
     else:
@@ -143,9 +143,6 @@ def collect_rollout(*, actor: Any, critic: Any | None, reference: Callable[[torc
                    values.float() * rmask, scores.to(ids.device), raw, texts, batch.ended_with_eos, 0.0,
                    timings, engine_logprob_gap=gap)
 
-
-def rollout_device(model: Any) -> torch.device:
-    return next(model.parameters()).device
 
 
 def add_advantages(rollout: Rollout, *, kl_coef: float, kl_estimator: str, gamma: float, lam: float,
